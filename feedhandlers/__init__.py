@@ -1,0 +1,1 @@
+"""Feed handlers: the feed base and each feed."""

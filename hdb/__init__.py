@@ -1,0 +1,1 @@
+"""History: the EOD writer (Parquet, QuestDB), the DuckDB query layer, the HDB process."""

@@ -1,0 +1,1 @@
+"""Operations: the CLI, config, process start/stop/status, scheduler, benchmarks."""

@@ -1,0 +1,1 @@
+"""The real-time database: today in memory, SQL over it, EOD hand-off."""

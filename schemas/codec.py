@@ -1,0 +1,279 @@
+"""The batch codec: one table's rows as one message, the same bytes on every hop.
+
+A feed encodes, the tickerplant validates (never re-encodes), logs and publishes, and every
+subscriber decodes zero-copy into Arrow. Layout, little-endian, every section 8-byte aligned:
+
+    header   4s magic "TSB1" | u8 version | u8 ncols | u16 len(table) | u32 nrows | u32 feed | u64 fseq
+    table    utf-8 name, padded to 8
+    lengths  ncols x u64: byte length of each column section
+    columns  one section per schema column, padded to 8:
+               fixed width  nrows x item
+               symbol       u32 ndict | u32 0 | (ndict+1) x i32 offsets | dict utf-8 (padded to 4) | nrows x i32 codes
+               string       (nrows+1) x i32 offsets | utf-8
+
+`feed`/`fseq` name the sending feed and its message number (0 = none) so the tickerplant can
+drop a resent message it already logged. Validation is O(columns) Python calls whatever the
+row count: the per-row checks (offsets, codes, utf-8) are single numpy/C calls.
+"""
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from schemas.registry import Registry, Schema
+
+MAGIC = b"TSB1"
+VERSION = 1
+HEADER = struct.Struct("<4sBBHIIQ")
+MAX_ROWS = 2**31 - 1
+_U32 = struct.Struct("<I")
+_SYMHEAD = struct.Struct("<II")
+
+
+class CodecError(ValueError):
+    """A message is malformed; the text says what is wrong with it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    table: str
+    nrows: int
+    feed: int
+    fseq: int
+
+
+def _pad(n: int, to: int = 8) -> int:
+    return -n % to
+
+
+def _fixed(values: Any, dtype: np.dtype, is_time: bool) -> np.ndarray:
+    if isinstance(values, (pa.Array, pa.ChunkedArray)):
+        if values.null_count:
+            values = pc.fill_null(values, float("nan") if dtype.kind == "f" else 0)
+        if is_time and pa.types.is_timestamp(values.type):
+            values = values.cast(pa.timestamp("ns")).cast(pa.int64())
+        values = values.to_numpy(zero_copy_only=False)
+    arr = np.asarray(values)
+    if is_time and arr.dtype.kind == "M":
+        arr = arr.astype("datetime64[ns]").view("<i8")
+    if arr.dtype.kind in "OUS":
+        raise CodecError(f"expected numbers, got {arr.dtype} values")
+    return np.ascontiguousarray(arr, dtype=dtype)
+
+
+def _strings(values: Any) -> pa.Array:
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    if isinstance(values, pa.DictionaryArray):
+        values = values.dictionary_decode()
+    if not isinstance(values, pa.Array):
+        values = pa.array(np.asarray(values, dtype=object) if isinstance(values, np.ndarray) else values,
+                          type=pa.string())
+    if not pa.types.is_string(values.type):
+        values = values.cast(pa.string())
+    if values.null_count:
+        values = pc.fill_null(values, "")
+    return values
+
+
+def _string_parts(arr: pa.Array) -> tuple[bytes, bytes]:
+    """(i32 offsets starting at 0, utf-8 data) of a string array, copying only if sliced."""
+    offsets = np.frombuffer(arr.buffers()[1], dtype="<i4")[arr.offset: arr.offset + len(arr) + 1]
+    data = arr.buffers()[2]
+    lo, hi = int(offsets[0]), int(offsets[-1])
+    data = b"" if data is None else memoryview(data)[lo:hi]
+    return (offsets - lo).tobytes() if lo else offsets.tobytes(), bytes(data)
+
+
+def encode(schema: Schema, data: Mapping[str, Any] | pa.RecordBatch | pa.Table,
+           feed: int = 0, fseq: int = 0) -> bytes:
+    """Rows of `schema`'s table as one message. `data` maps each column name to array-likes
+    (numpy, list, Arrow) of equal length; an Arrow batch/table works too."""
+    if isinstance(data, (pa.RecordBatch, pa.Table)):
+        data = {n: data.column(n) for n in data.schema.names}
+    missing = [c.name for c in schema.columns if c.name not in data]
+    if missing:
+        raise CodecError(f"table {schema.name!r}: missing columns {missing}")
+    extra = set(data) - set(schema.names)
+    if extra:
+        raise CodecError(f"table {schema.name!r}: unknown columns {sorted(extra)}; "
+                         f"columns are {schema.names}")
+    nrows = None
+    sections: list[bytes] = []
+    for col in schema.columns:
+        v = data[col.name]
+        if col.type == "symbol":
+            arr = _strings(v)
+            enc = pc.dictionary_encode(arr)
+            off, dat = _string_parts(enc.dictionary)
+            codes = np.asarray(enc.indices, dtype="<i4").tobytes()
+            n = len(arr)
+            sec = b"".join([_SYMHEAD.pack(len(enc.dictionary), 0), off, dat,
+                            b"\0" * _pad(len(dat), 4), codes])
+        elif col.type == "string":
+            arr = _strings(v)
+            off, dat = _string_parts(arr)
+            n = len(arr)
+            sec = off + dat
+        else:
+            arr = _fixed(v, col.dtype, col.type == "timestamp")
+            if arr.ndim != 1:
+                raise CodecError(f"column {col.name!r}: expected 1-d values")
+            n = len(arr)
+            sec = arr.tobytes()
+        if nrows is None:
+            nrows = n
+        elif n != nrows:
+            raise CodecError(f"table {schema.name!r}: column {col.name!r} has {n} rows, "
+                             f"expected {nrows}")
+        sections.append(sec)
+    if nrows > MAX_ROWS:
+        raise CodecError(f"{nrows} rows in one message; split it (max {MAX_ROWS})")
+    name = schema.name.encode()
+    parts = [HEADER.pack(MAGIC, VERSION, len(schema.columns), len(name), nrows, feed, fseq),
+             name, b"\0" * _pad(len(name)),
+             np.array([len(s) for s in sections], dtype="<u8").tobytes()]
+    for s in sections:
+        parts.append(s)
+        parts.append(b"\0" * _pad(len(s)))
+    return b"".join(parts)
+
+
+def peek(buf: bytes | memoryview) -> Header:
+    """The header alone, checked only for magic and version (cheap: for logs already validated)."""
+    if len(buf) < HEADER.size:
+        raise CodecError(f"message of {len(buf)} bytes is shorter than the {HEADER.size}-byte header")
+    magic, ver, ncols, tlen, nrows, feed, fseq = HEADER.unpack_from(buf)
+    if magic != MAGIC:
+        raise CodecError(f"bad magic {bytes(magic)!r}: not a tickstack batch (expected {MAGIC!r})")
+    if ver != VERSION:
+        raise CodecError(f"batch version {ver} not supported (this build reads {VERSION})")
+    try:
+        table = bytes(buf[HEADER.size: HEADER.size + tlen]).decode()
+    except UnicodeDecodeError:
+        raise CodecError("table name is not utf-8") from None
+    return Header(table, nrows, feed, fseq)
+
+
+def _layout(buf, registry: Registry) -> tuple[Header, Schema, list[tuple[int, int]]]:
+    """Header, schema and (start, length) of each column section; checks sizes only."""
+    n = len(buf)
+    if n < HEADER.size:
+        raise CodecError(f"message of {n} bytes is shorter than the {HEADER.size}-byte header")
+    magic, ver, ncols, tlen, nrows, feed, fseq = HEADER.unpack_from(buf)
+    if magic != MAGIC:
+        raise CodecError(f"bad magic {bytes(magic[:4])!r}: not a tickstack batch (expected {MAGIC!r})")
+    if ver != VERSION:
+        raise CodecError(f"batch version {ver} not supported (this build reads {VERSION})")
+    pos = HEADER.size
+    name = bytes(buf[pos: pos + tlen])
+    schema = registry.get_bytes(name)
+    if schema is None:
+        raise CodecError(f"unknown table {name[:64]!r}; known tables: {registry.tables}")
+    if ncols != len(schema.columns):
+        raise CodecError(f"table {schema.name!r} has {len(schema.columns)} columns, message says {ncols}")
+    pos += tlen + _pad(tlen)
+    if pos + 8 * ncols > n:
+        raise CodecError(f"message truncated in its column lengths ({n} bytes)")
+    lengths = np.frombuffer(buf, dtype="<u8", count=ncols, offset=pos)
+    pos += 8 * ncols
+    spans = []
+    for ln in lengths.tolist():
+        spans.append((pos, ln))
+        pos += ln + _pad(ln)
+        if pos > n:
+            raise CodecError(f"message truncated: columns need {pos} bytes, got {n}")
+    if pos != n:
+        raise CodecError(f"message has {n - pos} trailing bytes after its columns")
+    return Header(schema.name, nrows, feed, fseq), schema, spans
+
+
+def _check_offsets(off: np.ndarray, datalen: int, what: str) -> None:
+    if off[0] != 0 or off[-1] != datalen:
+        raise CodecError(f"{what}: offsets must run from 0 to {datalen}")
+    if len(off) > 2 and (np.diff(off) < 0).any():
+        raise CodecError(f"{what}: offsets go backwards")
+
+
+def validate(buf: bytes | memoryview, registry: Registry) -> Header:
+    """Check a message fully against its table's schema; raise CodecError saying what is wrong."""
+    head, schema, spans = _layout(buf, registry)
+    nrows = head.nrows
+    for col, (start, ln) in zip(schema.columns, spans):
+        what = f"table {schema.name!r} column {col.name!r}"
+        if col.dtype is not None:
+            if ln != nrows * col.dtype.itemsize:
+                raise CodecError(f"{what}: {ln} bytes for {nrows} rows of {col.type}")
+            if col.type == "bool" and nrows and np.frombuffer(buf, "u1", nrows, start).max() > 1:
+                raise CodecError(f"{what}: bool values must be 0 or 1")
+        elif col.type == "symbol":
+            if ln < 12:
+                raise CodecError(f"{what}: symbol section of {ln} bytes is too short")
+            ndict, _ = _SYMHEAD.unpack_from(buf, start)
+            if ndict > max(nrows, 1):
+                raise CodecError(f"{what}: {ndict} dictionary entries for {nrows} rows")
+            head_len = 8 + 4 * (ndict + 1)
+            if head_len + 4 * nrows > ln:
+                raise CodecError(f"{what}: section of {ln} bytes too short for {ndict} syms, {nrows} rows")
+            off = np.frombuffer(buf, "<i4", ndict + 1, start + 8)
+            datalen = int(off[-1])
+            if head_len + datalen + _pad(datalen, 4) + 4 * nrows != ln:
+                raise CodecError(f"{what}: section length {ln} does not match its contents")
+            _check_offsets(off, datalen, what)
+            _utf8(buf, start + head_len, datalen, what)
+            if nrows:
+                codes = np.frombuffer(buf, "<u4", nrows, start + ln - 4 * nrows)
+                if nrows == 1:
+                    if int(codes[0]) >= ndict:
+                        raise CodecError(f"{what}: symbol code out of range")
+                elif int(codes.max()) >= ndict:
+                    raise CodecError(f"{what}: symbol codes out of range (dictionary of {ndict})")
+        else:  # string
+            if ln < 4 * (nrows + 1):
+                raise CodecError(f"{what}: string section too short for {nrows} rows")
+            off = np.frombuffer(buf, "<i4", nrows + 1, start)
+            datalen = ln - 4 * (nrows + 1)
+            _check_offsets(off, datalen, what)
+            _utf8(buf, start + 4 * (nrows + 1), datalen, what)
+    return head
+
+
+def _utf8(buf, start: int, length: int, what: str) -> None:
+    try:
+        str(memoryview(buf)[start: start + length], "utf-8")
+    except UnicodeDecodeError as e:
+        raise CodecError(f"{what}: text is not utf-8 ({e.reason} at byte {e.start})") from None
+
+
+def decode(buf: bytes | memoryview, registry: Registry) -> tuple[Header, pa.RecordBatch]:
+    """Zero-copy Arrow view of a message. Assumes it was validated (the TP validates everything
+    it logs and publishes); call `validate` first on bytes from anywhere else."""
+    head, schema, spans = _layout(buf, registry)
+    n = head.nrows
+    whole = pa.py_buffer(buf)
+    arrays = []
+    for col, (start, ln) in zip(schema.columns, spans):
+        if col.dtype is not None:
+            if col.type == "bool":
+                arrays.append(pa.array(np.frombuffer(buf, "u1", n, start).astype(bool)))
+            else:
+                arrays.append(pa.Array.from_buffers(col.arrow, n, [None, whole.slice(start, ln)]))
+        elif col.type == "symbol":
+            ndict, _ = _SYMHEAD.unpack_from(buf, start)
+            o = start + 8
+            datalen = _U32.unpack_from(buf, o + 4 * ndict)[0]
+            d = pa.Array.from_buffers(pa.string(), ndict,
+                                      [None, whole.slice(o, 4 * (ndict + 1)),
+                                       whole.slice(o + 4 * (ndict + 1), datalen)])
+            idx = pa.Array.from_buffers(pa.int32(), n, [None, whole.slice(start + ln - 4 * n, 4 * n)])
+            arrays.append(pa.DictionaryArray.from_arrays(idx, d, safe=False))
+        else:
+            arrays.append(pa.Array.from_buffers(pa.string(), n,
+                                                [None, whole.slice(start, 4 * (n + 1)),
+                                                 whole.slice(start + 4 * (n + 1), ln - 4 * (n + 1))]))
+    return head, pa.RecordBatch.from_arrays(arrays, names=schema.names)

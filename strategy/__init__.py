@@ -1,0 +1,1 @@
+"""Strategies and the risk subscriber (trading-path issue)."""

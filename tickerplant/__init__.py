@@ -1,0 +1,1 @@
+"""The tickerplant: ingest, log, publish; its log format and the subscriber client."""
