@@ -1,0 +1,24 @@
+"""Tickerplant settings; the defaults here are the only ones."""
+from typing import Literal
+
+from pydantic import Field
+
+from ops.settings import Settings
+
+
+class EodSettings(Settings):
+    time: str = Field("17:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")  # local roll time HH:MM
+    tz: str = "America/New_York"
+
+
+class TickerplantSettings(Settings):
+    ingest: str = "tcp://127.0.0.1:5010"   # ROUTER: feeds send batches, get acks/errors back
+    pub: str = "tcp://127.0.0.1:5011"      # PUB: fan-out to subscribers
+    ctl: str = "tcp://127.0.0.1:5012"      # REP: sub handshake, status, eod, stop
+    mode: Literal["immediate", "batched"] = "immediate"  # zero-latency or timer publish
+    batch_ms: int = Field(100, ge=1)       # publish interval in batched mode
+    pub_hwm: int = Field(100_000, ge=100)  # per-subscriber queue; beyond it, drop + log catch-up
+    heartbeat_ms: int = Field(500, ge=10)
+    max_message_bytes: int = Field(256 << 20, ge=1024)
+    drain: int = Field(4096, ge=1)         # messages taken per loop before logging/publishing
+    fsync: Literal["never", "eod", "always"] = "eod"
