@@ -1,0 +1,34 @@
+"""What every process's thin __main__ shares: --config/--home, logging, SIGTERM -> clean stop."""
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+
+from ops.config import ConfigError, load
+
+
+def boot(name: str, argv=None, extra=None):
+    """Parse the common flags, load the config and set up logging. Returns (cfg, args)."""
+    ap = argparse.ArgumentParser(prog=f"python -m {name}")
+    ap.add_argument("--config", help="TOML config file (default: embedded defaults)")
+    ap.add_argument("--home", help="directory for everything the stack writes (or TICKSTACK_HOME)")
+    if extra:
+        extra(ap)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format=f"%(asctime)s {name} %(levelname)s %(message)s")
+    try:
+        cfg = load(args.config, args.home)
+    except ConfigError as e:
+        sys.exit(f"{name}: {e}")
+    return cfg, args
+
+
+def on_term(stop) -> None:
+    """Turn SIGTERM/SIGINT into a call of `stop()` so the process can close its files cleanly."""
+    def handler(signum, frame):
+        stop()
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)

@@ -1,0 +1,300 @@
+"""The tickerplant log: append-only, one file per day, every record framed.
+
+    file    16-byte header: 8s magic "TSLOG\\0\\1\\0" | u32 date yyyymmdd | u32 0
+    record  u32 length | u32 crc32(length, seq, payload) | u64 seq | payload
+
+Sequence numbers run 1, 2, 3, ... within a file, so a reader knows exactly how many records are
+valid and where the first bad byte is. Payloads are batch messages (schemas/codec.py, magic
+"TSB1") or control records (magic "TSC1" + JSON, e.g. the end-of-day marker that closes a day).
+Writes go straight to the OS (no userspace buffer), so a record is readable by other processes
+as soon as `append` returns: subscribers fill gaps from the file while the TP runs.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import struct
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+FILE_MAGIC = b"TSLOG\x00\x01\x00"
+FILE_HEADER = struct.Struct("<8sII")
+FRAME = struct.Struct("<IIQ")
+_LENSEQ = struct.Struct("<IQ")
+CONTROL = b"TSC1"
+MAX_RECORD = 1 << 31
+_IOV = 1000  # stay under IOV_MAX (1024) per writev
+
+
+class LogError(ValueError):
+    """A log file is unusable as is; the message says what to run next."""
+
+
+def log_path(directory: Path, day: dt.date) -> Path:
+    return Path(directory) / f"tp_{day:%Y%m%d}.log"
+
+
+def day_of(path: Path) -> dt.date:
+    return dt.datetime.strptime(Path(path).stem[3:11], "%Y%m%d").date()
+
+
+def control(**fields) -> bytes:
+    return CONTROL + json.dumps(fields, separators=(",", ":")).encode()
+
+
+def parse_control(payload) -> dict:
+    return json.loads(bytes(payload[4:]))
+
+
+def is_control(payload) -> bool:
+    return bytes(payload[:4]) == CONTROL
+
+
+def _crc(payload, length: int, seq: int) -> int:
+    return zlib.crc32(payload, zlib.crc32(_LENSEQ.pack(length, seq)))
+
+
+def frame(seq: int, payload) -> bytes:
+    n = len(payload)
+    return FRAME.pack(n, _crc(payload, n, seq), seq)
+
+
+@dataclass
+class Record:
+    offset: int
+    seq: int
+    payload: memoryview
+
+
+@dataclass
+class CheckResult:
+    path: Path
+    date: dt.date | None
+    records: int            # valid records from the start
+    last_seq: int
+    valid_bytes: int        # offset of the first bad byte (= size when the file is clean)
+    size: int
+    error: str | None = None
+    ended: bool = False     # the day's end-of-day marker is the last valid record
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def _read_header(f, path: Path) -> dt.date:
+    raw = f.read(FILE_HEADER.size)
+    if len(raw) < FILE_HEADER.size:
+        raise LogError(f"{path}: {len(raw)} bytes, too short for a log header; not a tickstack log")
+    magic, ymd, _ = FILE_HEADER.unpack(raw)
+    if magic != FILE_MAGIC:
+        raise LogError(f"{path}: bad magic {magic!r}; not a tickstack log")
+    try:
+        return dt.date(ymd // 10000, ymd // 100 % 100, ymd % 100)
+    except ValueError:
+        raise LogError(f"{path}: header date {ymd} is invalid") from None
+
+
+class LogReader:
+    """Reads valid records forward from an offset. Stops, without error, at the end of what is
+    complete and valid: a live file may be mid-write; use `check` to judge a closed file."""
+
+    def __init__(self, path: str | Path, chunk: int = 8 << 20):
+        self.path = Path(path)
+        self.chunk = chunk
+        with open(self.path, "rb") as f:
+            self.date = _read_header(f, self.path)
+        self.error: str | None = None
+
+    def records(self, offset: int = FILE_HEADER.size, after_seq: int = 0,
+                verify: bool = True) -> Iterator[Record]:
+        """Records from `offset`; `after_seq` is the seq of the record before `offset` (for
+        the consecutive-sequence check). Payloads are memoryviews valid as long as you hold them."""
+        self.error = None
+        expect = after_seq + 1
+        with open(self.path, "rb") as f:
+            f.seek(offset)
+            buf = b""
+            pos = 0
+            base = offset
+            while True:
+                if len(buf) - pos < FRAME.size or len(buf) - pos < FRAME.size + FRAME.unpack_from(buf, pos)[0]:
+                    need = FRAME.size if len(buf) - pos < FRAME.size else FRAME.size + FRAME.unpack_from(buf, pos)[0]
+                    more = f.read(max(self.chunk, need - (len(buf) - pos)))
+                    if not more:
+                        if len(buf) > pos:
+                            self.error = f"incomplete record at byte {base + pos}"
+                        return
+                    buf = buf[pos:] + more
+                    base += pos
+                    pos = 0
+                    continue
+                length, crc, seq = FRAME.unpack_from(buf, pos)
+                view = memoryview(buf)[pos + FRAME.size: pos + FRAME.size + length]
+                if seq != expect:
+                    self.error = f"record at byte {base + pos} has seq {seq}, expected {expect}"
+                    return
+                if verify and _crc(view, length, seq) != crc:
+                    self.error = f"checksum mismatch in record {seq} at byte {base + pos}"
+                    return
+                yield Record(base + pos, seq, view)
+                pos += FRAME.size + length
+                expect += 1
+
+    def end_offset(self, rec: Record) -> int:
+        return rec.offset + FRAME.size + len(rec.payload)
+
+
+def check(path: str | Path) -> CheckResult:
+    """How many records are valid, and where the first bad byte is."""
+    path = Path(path)
+    size = path.stat().st_size
+    try:
+        r = LogReader(path)
+    except LogError as e:
+        return CheckResult(path, None, 0, 0, 0, size, str(e))
+    n, last, end, ended = 0, 0, FILE_HEADER.size, False
+    for rec in r.records():
+        n, last, end = n + 1, rec.seq, r.end_offset(rec)
+        ended = is_control(rec.payload) and "eod" in parse_control(rec.payload)
+    err = r.error if end < size else None
+    return CheckResult(path, r.date, n, last, end, size, err, ended)
+
+
+def _salvage(data: bytes, start: int) -> Iterator[tuple[int, bytes]]:
+    """Valid frames after a corrupt region, found by looking for payload magics (C-speed find)
+    and confirming each candidate by its checksum."""
+    pos = start
+    while pos < len(data):
+        hits = [h for h in (data.find(b"TSB1", pos + FRAME.size), data.find(CONTROL, pos + FRAME.size)) if h >= 0]
+        if not hits:
+            return
+        cand = min(hits) - FRAME.size
+        length, crc, seq = FRAME.unpack_from(data, cand)
+        end = cand + FRAME.size + length
+        if end <= len(data) and _crc(data[cand + FRAME.size: end], length, seq) == crc:
+            yield seq, data[cand + FRAME.size: end]
+            pos = end
+        else:
+            pos = cand + 1
+
+
+@dataclass
+class RepairResult:
+    out: Path
+    kept: int
+    salvaged: int
+    dropped_bytes: int
+    gaps: list[tuple[int, int]] = field(default_factory=list)  # original seq ranges lost
+
+
+def repair(path: str | Path, out: str | Path | None = None) -> RepairResult:
+    """Write a clean copy: the valid prefix, then every valid record found after a corrupt
+    region, renumbered so the copy's sequence is consecutive again. The original is untouched."""
+    path = Path(path)
+    res = check(path)
+    if res.date is None:
+        raise LogError(f"{path}: {res.error}; the header is gone, so the day is unknown: "
+                       "nothing to repair from")
+    out = Path(out) if out else path.with_name(path.name + ".repaired")
+    data = path.read_bytes()
+    tmp = out.with_name(out.name + ".tmp")
+    kept = salvaged = dropped = 0
+    gaps: list[tuple[int, int]] = []
+    with open(tmp, "wb") as f:
+        f.write(data[: res.valid_bytes])
+        kept, seq, prev_orig = res.records, res.last_seq, res.last_seq
+        good = 0
+        for orig, payload in _salvage(data, res.valid_bytes):
+            if orig > prev_orig + 1:
+                gaps.append((prev_orig + 1, orig - 1))
+            prev_orig = orig
+            seq += 1
+            salvaged += 1
+            good += FRAME.size + len(payload)
+            f.write(frame(seq, payload))
+            f.write(payload)
+        dropped = len(data) - res.valid_bytes - good
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, out)
+    return RepairResult(out, kept, salvaged, dropped, gaps)
+
+
+class LogWriter:
+    """Appends framed records to a day's file. Opening an existing file continues it: a torn
+    last record (the TP died mid-write) is cut off and kept aside; corruption with valid records
+    after it is refused, since truncating would lose them (run `tickstack log repair`)."""
+
+    def __init__(self, path: str | Path, day: dt.date, fsync: bool = False):
+        self.path = Path(path)
+        self.day = day
+        self.fsync = fsync
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.seq = 0
+        self.torn = 0
+        if self.path.exists() and self.path.stat().st_size > 0:
+            self._resume()
+        else:
+            with open(self.path, "wb") as f:
+                f.write(FILE_HEADER.pack(FILE_MAGIC, int(f"{day:%Y%m%d}"), 0))
+        self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+
+    def _resume(self) -> None:
+        res = check(self.path)
+        if res.date is None:
+            raise LogError(f"{self.path}: {res.error}; move it aside or run `tickstack log repair`")
+        if res.date != self.day:
+            raise LogError(f"{self.path}: holds {res.date}, expected {self.day}")
+        if not res.ok:
+            data = self.path.read_bytes()
+            if next(_salvage(data, res.valid_bytes), None) is not None:
+                raise LogError(f"{self.path}: corrupt at byte {res.valid_bytes} with valid records "
+                               f"after it ({res.error}); run `tickstack log repair {self.path}` "
+                               "and move the repaired file into place")
+            aside = self.path.with_name(f"{self.path.name}.torn-{res.valid_bytes}")
+            aside.write_bytes(data[res.valid_bytes:])
+            os.truncate(self.path, res.valid_bytes)
+            self.torn = res.size - res.valid_bytes
+        self.seq = res.last_seq
+        self.ended = res.ended
+
+    ended = False
+
+    def append(self, payloads: list) -> int:
+        """Frame and write payloads in order; returns the seq of the first."""
+        first = self.seq + 1
+        parts = []
+        seq = self.seq
+        for p in payloads:
+            seq += 1
+            parts.append(frame(seq, p))
+            parts.append(p)
+        for i in range(0, len(parts), _IOV):
+            chunk = parts[i: i + _IOV]
+            want = sum(len(c) for c in chunk)
+            done = os.writev(self.fd, chunk)
+            if done != want:  # partial write (disk full?): finish it or fail loudly
+                rest = b"".join(bytes(c) for c in chunk)[done:]
+                while rest:
+                    rest = rest[os.write(self.fd, rest):]
+        self.seq = seq
+        if self.fsync:
+            os.fsync(self.fd)
+        return first
+
+    def end(self) -> None:
+        """Write the end-of-day marker and close: the file is complete."""
+        self.append([control(eod=self.day.isoformat(), seq=self.seq + 1)])
+        self.ended = True
+        self.close(sync=True)
+
+    def close(self, sync: bool = True) -> None:
+        if self.fd >= 0:
+            if sync:
+                os.fsync(self.fd)
+            os.close(self.fd)
+            self.fd = -1

@@ -1,0 +1,238 @@
+"""Subscribe to the tickerplant: the whole day, exactly once per message, per table in order.
+
+    for ev in Subscriber(cfg, tables=["trade"], syms=["AAPL"]):
+        if isinstance(ev, Update): ...ev.table, ev.batch (pyarrow.RecordBatch), ev.seq
+        else: ...ev.date                      # EndOfDay, after the day's last message
+
+    Subscriber(cfg, ["quote"]).run(upd=lambda table, batch: ..., end=lambda date: ...)
+
+Socket semantics. A SUB socket connects to the TP's PUB; ZeroMQ reconnects it by itself after a
+TP restart. Three ways to miss data, each handled:
+  * slow joiner: a new subscription reaches the PUB some time after connect. The handshake asks
+    the TP's ctl socket for (day, log file, seq S) and the TP then publishes !hello with our
+    token; once the hello arrives, everything after it is live and everything up to S is read
+    from the log. No hello within 0.5 s means the subscription had not arrived: ask again.
+  * PUB drops at the high-water mark, and messages sent while we were disconnected are gone.
+    Each payload carries its seq and the previous seq of its table; a jump, or a heartbeat
+    naming a later seq for a table, is a gap, filled from the log (the TP logs before it
+    publishes, so the records are always there).
+  * a missed !eod: a message or heartbeat of a later day closes the old day from its log.
+A message reaching us both live and from the log is delivered once: a table's seq only grows.
+Sym filtering happens here, on whole batches (one numpy mask per batch).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import zmq
+
+from schemas.codec import HEADER, decode
+from tickerplant.ctl import Unreachable, request
+from tickerplant.log import FILE_HEADER, LogReader, is_control, log_path, parse_control
+from tickerplant.tp import META, topic
+
+log = logging.getLogger("subscriber")
+
+
+class SubscriberError(RuntimeError):
+    """The subscriber cannot keep its exactly-once promise (e.g. the log is unreadable)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Update:
+    table: str
+    batch: pa.RecordBatch
+    seq: int
+    date: dt.date
+
+
+@dataclass(frozen=True, slots=True)
+class EndOfDay:
+    date: dt.date
+
+
+def _date(ymd: int) -> dt.date:
+    return dt.date(ymd // 10000, ymd // 100 % 100, ymd % 100)
+
+
+class Subscriber:
+    def __init__(self, cfg, tables=None, syms=None, registry=None, connect_timeout: float = 30.0,
+                 ctx: zmq.Context | None = None):
+        self.cfg = cfg
+        self.registry = registry or cfg.registry()
+        self.tables = set(tables) if tables else None
+        for t in self.tables or ():
+            self.registry[t]  # unknown table: fail now, with the known ones listed
+        self.syms = set(syms) if syms else None
+        self.connect_timeout = connect_timeout
+        self.ctx = ctx or zmq.Context.instance()
+        self.sub = self.ctx.socket(zmq.SUB)
+        self.sub.setsockopt(zmq.LINGER, 0)
+        self.sub.setsockopt(zmq.RCVHWM, cfg.tickerplant.pub_hwm)
+        for t in self.tables or [""]:
+            self.sub.setsockopt(zmq.SUBSCRIBE, topic(t) if t else b"")
+        self.sub.setsockopt(zmq.SUBSCRIBE, b"!")
+        self.sub.connect(cfg.tickerplant.pub)
+        self.closed = False
+        # state: the day being read, its log, how far the log has been read, each table's seq
+        self.day: dt.date | None = None       # None between a day's end and the next's first news
+        self.ended: dt.date | None = None
+        self.logdir = cfg.tplog_dir
+        self.reader: LogReader | None = None
+        self.cursor = (FILE_HEADER.size, 0)
+        self.last: dict[str, int] = {}
+        self.counters = {"live": 0, "from_log": 0, "gaps": 0}
+
+    def close(self) -> None:
+        self.closed = True
+
+    def run(self, upd, end=None) -> None:
+        for ev in self:
+            if isinstance(ev, Update):
+                upd(ev.table, ev.batch)
+            elif end is not None:
+                end(ev.date)
+
+    # -- handshake ----------------------------------------------------------------------------
+    def _handshake(self) -> dict:
+        deadline = time.monotonic() + self.connect_timeout
+        while not self.closed:
+            token = os.urandom(8).hex()
+            try:
+                rep = request(self.cfg.tickerplant.ctl, "sub", timeout=2.0, token=token)
+            except Unreachable:
+                if time.monotonic() > deadline:
+                    raise
+                continue
+            until = time.monotonic() + 0.5
+            while (left := until - time.monotonic()) > 0:
+                if self.sub.poll(int(left * 1000) + 1):
+                    frames = self.sub.recv_multipart()
+                    if frames[0] == b"!hello" and frames[1] == token.encode():
+                        return rep
+        raise SubscriberError("closed before the handshake completed")
+
+    # -- the log ------------------------------------------------------------------------------
+    def _begin(self, day: dt.date, path=None) -> None:
+        self.day = day
+        self.logdir = os.path.dirname(path) if path else self.logdir
+        self.reader = None
+        self.cursor = (FILE_HEADER.size, 0)
+        self.last = {}
+
+    def _read_log(self, until: int | None):
+        """Deliver log records from the cursor with seq < until (None: to the end of the file),
+        skipping what was already delivered. Ends the day at its end-of-day record."""
+        if self.reader is None:
+            path = log_path(self.logdir, self.day)
+            if not os.path.exists(path):
+                return
+            self.reader = LogReader(path)
+        offset, seq = self.cursor
+        for rec in self.reader.records(offset, seq):
+            if until is not None and rec.seq >= until:
+                break
+            self.cursor = (self.reader.end_offset(rec), rec.seq)
+            if is_control(rec.payload):
+                if "eod" in parse_control(rec.payload):
+                    yield from self._end()
+                    return
+                continue
+            table = bytes(rec.payload[HEADER.size: HEADER.size + HEADER.unpack_from(rec.payload)[3]]).decode()
+            if (self.tables is None or table in self.tables) and rec.seq > self.last.get(table, 0):
+                self.counters["from_log"] += 1
+                ev = self._deliver(table, rec.seq, rec.payload)
+                if ev is not None:
+                    yield ev
+        else:
+            if self.reader.error and until is not None and self.cursor[1] < until - 1:
+                raise SubscriberError(f"{self.reader.path}: {self.reader.error}; cannot fill the gap "
+                                      f"up to seq {until - 1}. Check it with `tickstack log check`")
+
+    def _end(self):
+        self.ended, self.day, self.reader = self.day, None, None
+        yield EndOfDay(self.ended)
+
+    def _roll_to(self, day: dt.date):
+        """A later day is live: finish ours from its log (its end-of-day record ends it)."""
+        if self.day is not None and self.day < day:
+            yield from self._read_log(None)
+            if self.day is not None:  # the log has no end marker (closed by a crash): end anyway
+                yield from self._end()
+        if self.day is None and (self.ended is None or day > self.ended):
+            self._begin(day)
+
+    def _deliver(self, table: str, seq: int, payload):
+        self.last[table] = seq
+        _, batch = decode(payload, self.registry)
+        if self.syms is not None:
+            col = batch.column(1)
+            lut = np.fromiter((s in self.syms for s in col.dictionary.to_pylist()), bool, len(col.dictionary))
+            if not lut.any():
+                return None
+            if not lut.all():
+                batch = batch.filter(pa.array(lut[np.asarray(col.indices)]))
+        return Update(table, batch, seq, self.day)
+
+    # -- the stream ---------------------------------------------------------------------------
+    def __iter__(self):
+        rep = self._handshake()
+        self._begin(dt.date.fromisoformat(rep["date"]), rep["log"])
+        yield from self._read_log(rep["seq"] + 1)
+        silent_ms = 0
+        limit = 10 * self.cfg.tickerplant.heartbeat_ms
+        while not self.closed:
+            if not self.sub.poll(100):
+                silent_ms += 100
+                if silent_ms == limit:
+                    log.warning("no heartbeat from the tickerplant for %d ms; waiting", limit)
+                continue
+            silent_ms = 0
+            frames = self.sub.recv_multipart(copy=False)
+            head = frames[0].bytes
+            if head == b"!hb":
+                yield from self._heartbeat(json.loads(frames[1].bytes))
+            elif head == b"!eod":
+                day = dt.date.fromisoformat(json.loads(frames[1].bytes)["date"])
+                if self.day is not None and day >= self.day:
+                    yield from self._read_log(None)  # its end-of-day record ends the day
+                    if self.day is not None:
+                        yield from self._end()
+            elif head[:1] != b"!":
+                yield from self._live(head[:-1].decode(), frames[1].bytes, frames[2:])
+        self.sub.close(0)
+
+    def _heartbeat(self, info: dict):
+        day = dt.date.fromisoformat(info["date"])
+        if self.day is None or day > self.day:
+            yield from self._roll_to(day)
+        if day == self.day and any(s > self.last.get(t, 0) for t, s in info["last"].items()
+                                   if self.tables is None or t in self.tables):
+            self.counters["gaps"] += 1
+            yield from self._read_log(info["seq"] + 1)
+
+    def _live(self, table: str, metas: bytes, payloads):
+        for i, frame in enumerate(payloads):
+            ymd, seq, prev = META.unpack_from(metas, i * META.size)
+            day = _date(ymd)
+            if self.day is None or day > self.day:
+                yield from self._roll_to(day)
+            if self.day != day:
+                continue
+            last = self.last.get(table, 0)
+            if seq <= last:
+                continue
+            if prev > last:
+                self.counters["gaps"] += 1
+                yield from self._read_log(seq)
+            self.counters["live"] += 1
+            ev = self._deliver(table, seq, frame.buffer)
+            if ev is not None:
+                yield ev
