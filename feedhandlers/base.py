@@ -1,0 +1,574 @@
+"""The feed base: batching, message numbering, acks and resend, rate control.
+
+Socket semantics (why acks and resend exist)
+--------------------------------------------
+A feed connects a ZeroMQ DEALER to the tickerplant's ROUTER (`cfg.tickerplant.ingest`) and sends
+single-frame messages: the codec bytes of one batch of one table, stamped with this feed's id
+(`feed`, nonzero u32) and its message number (`fseq`, u64, +1 per message).
+
+ZeroMQ reconnects by itself, but "sent" only means "queued": a plain DEALER queues up to its HWM
+while disconnected, and whatever sits in kernel buffers or in the TP's receive queue when the TP
+dies is lost without any error. So this feed sets ZMQ_IMMEDIATE (nothing is queued inside ZeroMQ
+for a peer that is not connected) and keeps every message in its own bounded buffer until the TP
+acks it. The TP's replies:
+
+* `[b"ack", <IQ feed, last_fseq_logged>]` - cumulative: everything up to that fseq is logged;
+* `[b"err", <IQ feed, fseq>, text]` - that message was rejected and will never be logged;
+* the answer to `[b"hello", <I feed>]` is an ack with the last fseq logged for this feed (0 if none).
+
+The feed says hello at start (so a restarted feed continues its numbering instead of having its
+messages dropped as duplicates) and again after every reconnect, which the ZMQ socket monitor
+reports (disconnect, then handshake). After the hello answer every unacked message is resent in
+order; the TP drops any fseq it already logged, so resending never duplicates a row. If acks
+stop while messages are outstanding (`ack_timeout_ms`, backing off to 16x) they are resent too.
+
+Buffer-full policy (stated, configurable in `[feed]`)
+-----------------------------------------------------
+Unacked messages are bounded by `buffer_bytes` and `buffer_msgs`. When a new message does not
+fit, the producer (the thread calling `publish`/`flush`) blocks up to `block_s` seconds for acks
+to free space; if it still does not fit, `on_full` decides: "drop_oldest" (default: the oldest
+unacked message is discarded, counted in `dropped`/`dropped_rows`; the newest data is what a live
+feed wants), "drop_newest" (the new message is discarded and counted), or "error" (`BufferFull` is
+raised in the producer, nothing is dropped). A single message larger than `buffer_bytes` is still
+accepted when the buffer is empty.
+
+Threads: `publish` runs in the caller's thread (conversion to numpy, batching, encoding, rate
+limiting by sleeping - never spinning); one background I/O thread owns the sockets (sends,
+acks, resends, time-based flushes). No per-row Python: rows travel as numpy arrays.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import struct
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+import pyarrow as pa
+import zmq
+from zmq.utils.monitor import recv_monitor_message
+
+from feedhandlers.config import FeedSettings
+from schemas import codec
+from schemas.registry import Registry, Schema
+
+log = logging.getLogger(__name__)
+
+ACK = struct.Struct("<IQ")
+HELLO = struct.Struct("<I")
+FSEQ_OFFSET = codec.HEADER.size - 8       # fseq is the header's last field (u64)
+_FSEQ = struct.Struct("<Q")
+_HELLO_RETRY_S = 0.2                      # re-say hello while unanswered
+_POLL_CAP_S = 0.1                         # the I/O thread re-checks deadlines at least this often
+_BURST = 256                              # messages sent per lock hold, so producers get a turn
+
+
+class BufferFull(RuntimeError):
+    """The unacked-message buffer stayed full for `block_s` and `on_full` is "error"."""
+
+
+class TokenBucket:
+    """`take(n)` sleeps just long enough to hold `rate` units/s on average, allowing a burst of
+    `burst_s` seconds' worth. Debt model: a request larger than the bucket is let through and
+    paid for by sleeping, so there is no busy wait and no starvation of big batches."""
+
+    def __init__(self, rate: float, burst_s: float = 0.1, clock=time.monotonic, sleep=time.sleep):
+        if rate <= 0:
+            raise ValueError(f"rate must be > 0, got {rate}")
+        self.rate = float(rate)
+        self.capacity = max(1.0, self.rate * burst_s)
+        self.tokens = self.capacity
+        self._clock, self._sleep = clock, sleep
+        self._t = clock()
+
+    def take(self, n: float) -> float:
+        """Spend `n` tokens; returns the seconds slept."""
+        now = self._clock()
+        self.tokens = min(self.capacity, self.tokens + (now - self._t) * self.rate)
+        self._t = now
+        self.tokens -= n
+        if self.tokens >= 0:
+            return 0.0
+        wait = -self.tokens / self.rate
+        self._sleep(wait)
+        return wait
+
+
+@dataclass(frozen=True)
+class FeedStats:
+    feed_id: int
+    sent: int            # messages sent for the first time
+    sent_rows: int
+    acked: int           # messages the TP confirmed logged (incl. ones it already had)
+    acked_rows: int
+    resent: int          # extra sends after a reconnect or ack timeout
+    dropped: int         # messages discarded by the buffer-full policy
+    dropped_rows: int
+    rejected: int        # messages the TP refused (never logged)
+    last_error: str      # the TP's text for the last rejection
+    buffered: int        # unacked messages held for resend
+    buffered_bytes: int
+    pending_rows: int    # rows published but not yet batched into a message
+    reconnects: int
+    ack_timeouts: int
+    last_acked: int      # highest fseq acked
+    next_fseq: int | None  # None until the TP answered hello
+    connected: bool
+
+
+class _Msg:
+    __slots__ = ("fseq", "buf", "nrows", "sends")
+
+    def __init__(self, fseq: int, buf: bytes | bytearray, nrows: int):
+        self.fseq, self.buf, self.nrows, self.sends = fseq, buf, nrows, 0
+
+    def stamp(self, fseq: int) -> None:
+        if self.fseq != fseq:
+            buf = self.buf if isinstance(self.buf, bytearray) else bytearray(self.buf)
+            _FSEQ.pack_into(buf, FSEQ_OFFSET, fseq)
+            self.buf, self.fseq = buf, fseq
+
+
+def _as_array(values: Any, col) -> np.ndarray:
+    """One column as a 1-d numpy array of its wire type (strings stay str/object arrays)."""
+    if isinstance(values, (pa.Array, pa.ChunkedArray)):
+        if col.dtype is not None and col.type == "timestamp" and pa.types.is_timestamp(values.type):
+            values = values.cast(pa.timestamp("ns")).cast(pa.int64())
+        values = values.to_numpy(zero_copy_only=False)
+    arr = np.asarray(values)
+    if arr.ndim != 1:
+        raise codec.CodecError(f"column {col.name!r}: expected 1-d values, got shape {arr.shape}")
+    if col.dtype is None:
+        if arr.dtype.kind not in "OUS":
+            raise codec.CodecError(f"column {col.name!r} ({col.type}): expected strings, got {arr.dtype}")
+        return arr
+    if col.type == "timestamp" and arr.dtype.kind == "M":
+        return arr.astype("datetime64[ns]").view("<i8")
+    if arr.dtype.kind in "OUS":
+        raise codec.CodecError(f"column {col.name!r} ({col.type}): expected numbers, got {arr.dtype}")
+    return arr.astype(col.dtype, copy=False)
+
+
+class Feed:
+    """A connection to the tickerplant that batches, numbers, buffers and resends.
+
+    `Feed(cfg, feed_id, registry=None, **overrides)`: `cfg` is an `ops.config.Config`; overrides
+    are any `[feed]` setting (batch_rows=1, on_full="error", ...). Use as a context manager or call
+    `close()`.
+    """
+
+    def __init__(self, cfg, feed_id: int | None = None, registry: Registry | None = None, *,
+                 context: zmq.Context | None = None, **overrides):
+        self.settings = s = FeedSettings.model_validate({**cfg.feed.model_dump(), **overrides})
+        self.feed_id = int(feed_id if feed_id is not None else s.feed_id)
+        if not 0 < self.feed_id < 2**32:
+            raise ValueError(f"feed_id must be a nonzero u32, got {self.feed_id}")
+        self.registry = registry if registry is not None else cfg.registry()
+        self.endpoint = cfg.tickerplant.ingest
+        self.max_message_bytes = cfg.tickerplant.max_message_bytes
+        self._batch_rows = s.batch_rows
+        self._batch_s = s.batch_ms / 1000.0
+        self._rows_bucket = TokenBucket(s.max_rows_per_s) if s.max_rows_per_s else None
+        self._msgs_bucket = TokenBucket(s.max_msgs_per_s) if s.max_msgs_per_s else None
+
+        self._lock = threading.RLock()
+        self._cv = threading.Condition(self._lock)     # space freed, acks arrived, hello answered
+        self._pending: dict[str, list[dict[str, np.ndarray]]] = {}
+        self._pending_rows: dict[str, int] = {}
+        self._pending_since: float | None = None
+        self._unsent: collections.deque[_Msg] = collections.deque()
+        self._inflight: collections.deque[_Msg] = collections.deque()   # sent, not acked
+        self._bytes = 0
+        self._next_fseq: int | None = None
+        self._ready = False           # hello answered on the current connection
+        self._connected = False
+        self._hello_at = 0.0
+        self._progress_at = time.monotonic()
+        self._backoff = 1
+        self._blocked_out = False     # last send hit the HWM: poll for POLLOUT
+        self._stop = False
+        self._closed = False
+        self._wake_pending = False
+        self._c = dict(sent=0, sent_rows=0, acked=0, acked_rows=0, resent=0, dropped=0,
+                       dropped_rows=0, rejected=0, reconnects=0, ack_timeouts=0, last_acked=0)
+        self._last_error = ""
+
+        self._ctx = context or zmq.Context.instance()
+        self._sock = self._ctx.socket(zmq.DEALER)
+        self._sock.setsockopt(zmq.IMMEDIATE, 1)      # never queue inside ZMQ for an absent TP
+        self._sock.setsockopt(zmq.LINGER, 0)         # our buffer, not ZMQ's, is the source of truth
+        self._sock.setsockopt(zmq.RECONNECT_IVL, 100)
+        self._sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
+        self._sock.setsockopt(zmq.SNDHWM, 10_000)
+        self._mon = self._sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED)
+        wake_addr = f"inproc://feed-wake-{id(self):x}"
+        self._wake_rx = self._ctx.socket(zmq.PAIR)
+        self._wake_rx.bind(wake_addr)
+        self._wake_tx = self._ctx.socket(zmq.PAIR)
+        self._wake_tx.connect(wake_addr)
+        self._sock.connect(self.endpoint)
+        self._io = threading.Thread(target=self._run, name=f"feed-{self.feed_id}-io", daemon=True)
+        self._io.start()
+        # Wait briefly for the TP's last fseq so numbering continues; if the TP is down, messages
+        # are buffered unnumbered and numbered when it answers.
+        with self._cv:
+            self._cv.wait_for(lambda: self._next_fseq is not None, s.hello_timeout_ms / 1000.0)
+
+    # ---------------------------------------------------------------- producer side
+
+    def publish(self, table: str, columns: Mapping[str, Any] | pa.RecordBatch | pa.Table) -> None:
+        """Queue rows of `table` (a mapping column -> array-like of equal length, or an Arrow
+        batch/table). They go out as one message when `batch_rows` or `batch_ms` is reached."""
+        if self._closed:
+            raise RuntimeError("feed is closed")
+        schema = self._schema(table)
+        cols = self._columns(schema, columns)
+        n = len(cols["time"])
+        if n == 0:
+            return
+        if self._rows_bucket:
+            self._rows_bucket.take(n)
+        if self._msgs_bucket:
+            with self._lock:
+                have = self._pending_rows.get(table, 0) + n
+            if have >= self._batch_rows or self._batch_s == 0:
+                self._msgs_bucket.take(-(-have // self._batch_rows))
+        with self._lock:
+            self._pending.setdefault(table, []).append(cols)
+            self._pending_rows[table] = self._pending_rows.get(table, 0) + n
+            if self._pending_rows[table] >= self._batch_rows or self._batch_s == 0:
+                self._flush_table(table, block=True)
+            elif self._pending_since is None:
+                self._pending_since = time.monotonic()
+                self._wake()          # so the I/O thread arms the batch_ms timer
+
+    def flush(self) -> None:
+        """Turn every pending row into messages now (does not wait for acks; see `drain`)."""
+        with self._lock:
+            for table in list(self._pending):
+                self._flush_table(table, block=True)
+
+    def drain(self, timeout: float | None = None) -> bool:
+        """Flush, then wait until the TP acked everything; True if it did within `timeout`."""
+        self.flush()
+        with self._cv:
+            return self._cv.wait_for(lambda: not (self._unsent or self._inflight) or self._stop,
+                                     timeout) and not (self._unsent or self._inflight)
+
+    def close(self, timeout: float | None = None) -> bool:
+        """Flush, wait up to `timeout` (default `close_timeout_s`) for the last acks, stop.
+        Returns True if every message was acked; unacked ones are counted as dropped."""
+        if self._closed:
+            return not self._c["dropped"]
+        timeout = self.settings.close_timeout_s if timeout is None else timeout
+        ok = self.drain(timeout)
+        with self._lock:
+            self._closed = True
+            self._stop = True
+            lost = list(self._unsent) + list(self._inflight)
+            self._c["dropped"] += len(lost)
+            self._c["dropped_rows"] += sum(m.nrows for m in lost)
+            self._wake()
+        self._io.join()
+        self._wake_tx.close(0)
+        return ok
+
+    def __enter__(self) -> "Feed":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def stats(self) -> FeedStats:
+        with self._lock:
+            return FeedStats(feed_id=self.feed_id, **self._c, last_error=self._last_error,
+                             buffered=len(self._unsent) + len(self._inflight),
+                             buffered_bytes=self._bytes,
+                             pending_rows=sum(self._pending_rows.values()),
+                             next_fseq=self._next_fseq, connected=self._connected)
+
+    # ---------------------------------------------------------------- batching
+
+    def _schema(self, table: str) -> Schema:
+        return self.registry[table]
+
+    @staticmethod
+    def _columns(schema: Schema, data) -> dict[str, np.ndarray]:
+        if isinstance(data, (pa.RecordBatch, pa.Table)):
+            data = {n: data.column(n) for n in data.schema.names}
+        missing = [c for c in schema.names if c not in data]
+        extra = sorted(set(data) - set(schema.names))
+        if missing or extra:
+            raise codec.CodecError(f"table {schema.name!r}: missing columns {missing}, unknown "
+                                   f"columns {extra}; columns are {schema.names}")
+        cols = {c.name: _as_array(data[c.name], c) for c in schema.columns}
+        lens = {k: len(v) for k, v in cols.items()}
+        if len(set(lens.values())) > 1:
+            raise codec.CodecError(f"table {schema.name!r}: columns differ in length: {lens}")
+        return cols
+
+    def _flush_table(self, table: str, block: bool) -> bool:
+        """Encode `table`'s pending rows into messages of at most batch_rows. Lock held.
+        With block=False (the I/O thread) nothing is done unless the buffer has room."""
+        if not self._pending.get(table):
+            return True
+        if not block and self._full(1):
+            return False
+        parts = self._pending.pop(table)
+        self._pending_rows.pop(table, None)
+        if not self._pending:
+            self._pending_since = None
+        cols = parts[0] if len(parts) == 1 else {
+            k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        schema = self.registry[table]
+        n = len(cols["time"])
+        for lo in range(0, n, self._batch_rows):
+            chunk = {k: v[lo: lo + self._batch_rows] for k, v in cols.items()}
+            for buf, rows in self._encode(schema, chunk):
+                self._enqueue(buf, rows, block)
+        return True
+
+    def _encode(self, schema: Schema, cols: dict[str, np.ndarray]):
+        """Codec bytes, split in halves until each fits the TP's max message size."""
+        n = len(cols["time"])
+        buf = codec.encode(schema, cols, feed=self.feed_id, fseq=self._next_fseq or 0)
+        if len(buf) <= self.max_message_bytes or n <= 1:
+            yield buf, n
+            return
+        half = n // 2
+        yield from self._encode(schema, {k: v[:half] for k, v in cols.items()})
+        yield from self._encode(schema, {k: v[half:] for k, v in cols.items()})
+
+    # ---------------------------------------------------------------- the bounded buffer
+
+    def _full(self, size: int) -> bool:
+        count = len(self._unsent) + len(self._inflight)
+        if count == 0:
+            return False
+        return count >= self.settings.buffer_msgs or self._bytes + size > self.settings.buffer_bytes
+
+    def _enqueue(self, buf: bytes, nrows: int, block: bool) -> None:
+        """Add one message to the buffer, applying the buffer-full policy. Lock held."""
+        s = self.settings
+        if self._full(len(buf)) and block and s.block_s > 0:
+            self._cv.wait_for(lambda: not self._full(len(buf)), s.block_s)
+        # The I/O thread (block=False) never waits or raises: it overshoots by at most the
+        # one small time-flushed batch per table it checked room for.
+        if self._full(len(buf)) and block:
+            if s.on_full == "error":
+                raise BufferFull(f"feed {self.feed_id}: {len(self._unsent) + len(self._inflight)} "
+                                 f"unacked messages, {self._bytes} bytes, for {s.block_s}s; "
+                                 f"is the tickerplant at {self.endpoint} up?")
+            if s.on_full == "drop_newest":
+                self._c["dropped"] += 1
+                self._c["dropped_rows"] += nrows
+                return
+            while self._full(len(buf)):
+                old = self._inflight.popleft() if self._inflight else self._unsent.popleft()
+                self._bytes -= len(old.buf)
+                self._c["dropped"] += 1
+                self._c["dropped_rows"] += old.nrows
+        msg = _Msg(codec.peek(buf).fseq, buf, nrows)
+        if self._next_fseq is not None:
+            msg.stamp(self._next_fseq)
+            self._next_fseq += 1
+        self._unsent.append(msg)
+        self._bytes += len(buf)
+        self._wake()
+
+    def _wake(self) -> None:
+        """Nudge the I/O thread out of its poll (coalesced; lock held)."""
+        if not self._wake_pending:
+            self._wake_pending = True
+            self._wake_tx.send(b"", zmq.NOBLOCK)
+
+    # ---------------------------------------------------------------- I/O thread
+
+    def _run(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self._sock, zmq.POLLIN)
+        poller.register(self._wake_rx, zmq.POLLIN)
+        poller.register(self._mon, zmq.POLLIN)
+        try:
+            self._say_hello()
+            while True:
+                with self._lock:
+                    if self._stop:
+                        break
+                    timeout = self._poll_timeout()
+                    flags = zmq.POLLIN | (zmq.POLLOUT if self._blocked_out else 0)
+                poller.modify(self._sock, flags)
+                events = dict(poller.poll(max(1, int(timeout * 1000))))
+                if self._wake_rx in events:
+                    with self._lock:
+                        self._wake_pending = False
+                    while self._wake_rx.poll(0):
+                        self._wake_rx.recv()
+                if self._mon in events:
+                    self._on_monitor()
+                if events.get(self._sock, 0) & zmq.POLLIN:
+                    self._on_replies()
+                self._tick()
+        except Exception:               # never die silently: the producer would block forever
+            log.exception("feed %d: I/O thread failed", self.feed_id)
+            with self._lock:
+                self._stop = True
+                self._last_error = "I/O thread failed; see log"
+                self._cv.notify_all()
+        finally:
+            self._sock.disable_monitor()
+            self._mon.close(0)
+            self._sock.close(0)
+            self._wake_rx.close(0)
+
+    def _poll_timeout(self) -> float:
+        now = time.monotonic()
+        t = _POLL_CAP_S
+        if self._pending_since is not None:
+            t = min(t, self._pending_since + self._batch_s - now)
+        if not self._ready:
+            t = min(t, self._hello_at + _HELLO_RETRY_S - now)
+        if self._inflight:
+            t = min(t, self._progress_at + self._ack_timeout() - now)
+        return max(t, 0.001)
+
+    def _ack_timeout(self) -> float:
+        return self.settings.ack_timeout_ms / 1000.0 * self._backoff
+
+    def _say_hello(self) -> None:
+        self._hello_at = time.monotonic()
+        try:
+            self._sock.send_multipart([b"hello", HELLO.pack(self.feed_id)], zmq.NOBLOCK)
+        except zmq.Again:
+            pass                      # not connected yet: the handshake event or retry says it
+
+    def _on_monitor(self) -> None:
+        while self._mon.poll(0):
+            ev = recv_monitor_message(self._mon)["event"]
+            with self._lock:
+                if ev == zmq.EVENT_DISCONNECTED:
+                    # Whatever was in flight may be lost: resend it all after the next hello.
+                    self._connected = False
+                    self._ready = False
+                    self._c["reconnects"] += 1
+                    self._rewind()
+                elif ev == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                    self._connected = True
+                    self._ready = False
+                    self._say_hello()
+
+    def _rewind(self) -> None:
+        """Move every sent-but-unacked message back to the front of the send queue."""
+        if self._inflight:
+            self._unsent.extendleft(reversed(self._inflight))
+            self._inflight.clear()
+
+    def _on_replies(self) -> None:
+        while True:
+            try:
+                frames = self._sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            kind = frames[0]
+            try:
+                if kind == b"ack" and len(frames) >= 2:
+                    feed, last = ACK.unpack(frames[1])
+                    if feed == self.feed_id:
+                        self._on_ack(last)
+                elif kind == b"err" and len(frames) >= 2:
+                    feed, fseq = ACK.unpack(frames[1])
+                    text = frames[2].decode("utf-8", "replace") if len(frames) > 2 else ""
+                    if feed == self.feed_id:
+                        self._on_err(fseq, text)
+                else:
+                    log.warning("feed %d: unexpected reply %r", self.feed_id, frames[:1])
+            except struct.error:
+                log.warning("feed %d: malformed reply %r", self.feed_id, frames)
+
+    def _on_ack(self, last: int) -> None:
+        with self._lock:
+            if self._next_fseq is None:
+                # First hello answer: number what was buffered while the TP was unknown.
+                self._next_fseq = last + 1
+                for m in self._unsent:
+                    m.stamp(self._next_fseq)
+                    self._next_fseq += 1
+            elif last >= self._next_fseq:
+                log.warning("feed %d: TP has fseq %d logged but this feed only numbered up to %d; "
+                            "is another feed using the same id?", self.feed_id, last, self._next_fseq - 1)
+            if not self._ready:
+                # Hello answered on this connection: everything unacked goes again, in order.
+                self._ready = True
+                self._rewind()
+            for q in (self._inflight, self._unsent):
+                while q and q[0].fseq <= last:
+                    m = q.popleft()
+                    self._bytes -= len(m.buf)
+                    self._c["acked"] += 1
+                    self._c["acked_rows"] += m.nrows
+            if last > self._c["last_acked"]:
+                self._c["last_acked"] = last
+            self._progress_at = time.monotonic()
+            self._backoff = 1
+            self._cv.notify_all()      # hello answered and/or space freed
+
+    def _on_err(self, fseq: int, text: str) -> None:
+        with self._lock:
+            self._c["rejected"] += 1
+            self._last_error = text
+            log.error("feed %d: TP rejected fseq %d: %s", self.feed_id, fseq, text)
+            for q in (self._inflight, self._unsent):
+                for m in q:
+                    if m.fseq == fseq:
+                        q.remove(m)
+                        self._bytes -= len(m.buf)
+                        break
+            self._cv.notify_all()
+
+    def _tick(self) -> None:
+        """Deadlines and sending; runs after every poll."""
+        now = time.monotonic()
+        with self._lock:
+            if self._pending_since is not None and now - self._pending_since >= self._batch_s:
+                for table in list(self._pending):
+                    self._flush_table(table, block=False)
+                if self._pending:      # buffer full: retry at the next poll, not in a tight loop
+                    self._pending_since = now
+            if not self._ready:
+                if now - self._hello_at >= _HELLO_RETRY_S:
+                    self._say_hello()
+                return
+            if self._inflight and now - self._progress_at >= self._ack_timeout():
+                self._c["ack_timeouts"] += 1
+                self._backoff = min(16, self._backoff * 2)
+                self._progress_at = now
+                self._rewind()
+            self._send_some()
+
+    def _send_some(self) -> None:
+        """Send queued messages in fseq order until the queue or ZMQ's HWM stops us. Lock held."""
+        self._blocked_out = False
+        for _ in range(_BURST):
+            if not self._unsent:
+                return
+            m = self._unsent[0]
+            try:
+                self._sock.send(m.buf, zmq.NOBLOCK, copy=len(m.buf) < 65536)
+            except zmq.Again:
+                self._blocked_out = True
+                return
+            self._unsent.popleft()
+            if not self._inflight:
+                self._progress_at = time.monotonic()
+            self._inflight.append(m)
+            m.sends += 1
+            if m.sends == 1:
+                self._c["sent"] += 1
+                self._c["sent_rows"] += m.nrows
+            else:
+                self._c["resent"] += 1
+        if self._unsent:
+            self._wake()              # more to send: come straight back after checking replies
