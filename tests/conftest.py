@@ -1,0 +1,36 @@
+"""Shared fixtures: a config on free loopback ports in a temp home, and real processes that
+are always stopped by pid (also when a test fails)."""
+from __future__ import annotations
+
+import pytest
+
+from helpers import Procs, write_config
+from ops.config import load
+
+
+@pytest.fixture
+def stack(tmp_path):
+    """(cfg, procs): a config on free ports in a temp home, and a process starter."""
+    home = tmp_path / "home"
+    path = write_config(home)
+    procs = Procs(path, home)
+    yield load(path, home), procs
+    procs.stop_all()
+
+
+@pytest.fixture
+def make_stack(tmp_path):
+    """Like `stack`, with config overrides: make_stack(tickerplant={"mode": "batched"})."""
+    made = []
+
+    def make(**sections):
+        home = tmp_path / f"home{len(made)}"
+        path = write_config(home, **sections)
+        procs = Procs(path, home)
+        made.append(procs)
+        return load(path, home), procs
+    yield make
+    for p in made:
+        p.stop_all()
+
+
