@@ -1,0 +1,121 @@
+"""The batch codec: round trips, and no input makes it do anything but return or raise CodecError."""
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from schemas.codec import CodecError, decode, encode, validate
+from schemas.registry import SchemaError, load_registry
+
+REG = load_registry()
+syms = st.text(min_size=0, max_size=12)
+i64 = st.integers(-(2**63), 2**63 - 1)
+
+
+@st.composite
+def trade_rows(draw):
+    n = draw(st.integers(0, 60))
+    return {"time": draw(st.lists(i64, min_size=n, max_size=n)),
+            "sym": draw(st.lists(syms, min_size=n, max_size=n)),
+            "price": draw(st.lists(st.floats(allow_nan=True), min_size=n, max_size=n)),
+            "size": draw(st.lists(i64, min_size=n, max_size=n))}
+
+
+@st.composite
+def order_rows(draw):
+    n = draw(st.integers(0, 30))
+    t = lambda s: draw(st.lists(s, min_size=n, max_size=n))  # noqa: E731
+    return {"time": t(i64), "sym": t(syms), "id": t(st.text(max_size=20)), "side": t(syms),
+            "qty": t(i64), "price": t(st.floats(allow_nan=False)), "type": t(syms),
+            "status": t(syms), "account": t(syms)}
+
+
+def _same(batch: pa.RecordBatch, cols: dict) -> None:
+    for name, want in cols.items():
+        got = batch.column(name)
+        if pa.types.is_dictionary(got.type):
+            got = got.dictionary_decode()
+        if pa.types.is_timestamp(got.type):
+            got = got.cast(pa.int64())
+        got = got.to_pylist()
+        if name == "price":
+            assert np.array_equal(np.array(got, float), np.array(want, float), equal_nan=True)
+        else:
+            assert got == list(want), name
+
+
+@given(trade_rows(), st.integers(0, 2**32 - 1), st.integers(0, 2**64 - 1))
+def test_trade_round_trip(cols, feed, fseq):
+    msg = encode(REG["trade"], cols, feed=feed, fseq=fseq)
+    head = validate(msg, REG)
+    assert (head.table, head.nrows, head.feed, head.fseq) == ("trade", len(cols["time"]), feed, fseq)
+    _, batch = decode(msg, REG)
+    _same(batch, cols)
+
+
+@given(order_rows())
+def test_string_columns_round_trip(cols):
+    msg = encode(REG["order"], cols)
+    validate(msg, REG)
+    _same(decode(msg, REG)[1], cols)
+
+
+def test_arrow_and_numpy_inputs_encode_the_same():
+    t = np.array(["2024-01-02T10:00:00"], dtype="datetime64[ns]")
+    a = encode(REG["trade"], {"time": t, "sym": np.array(["X"]), "price": np.array([1.5]), "size": [3]})
+    b = encode(REG["trade"], pa.table({"time": pa.array(t), "sym": ["X"], "price": [1.5], "size": [3]}))
+    assert a == b
+
+
+def test_encode_names_the_problem():
+    with pytest.raises(CodecError, match="missing columns"):
+        encode(REG["trade"], {"time": [1], "sym": ["A"], "price": [1.0]})
+    with pytest.raises(CodecError, match="unknown columns"):
+        encode(REG["trade"], {"time": [1], "sym": ["A"], "price": [1.0], "size": [1], "x": [1]})
+    with pytest.raises(CodecError, match="rows"):
+        encode(REG["trade"], {"time": [1, 2], "sym": ["A"], "price": [1.0], "size": [1]})
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(trade_rows(), st.data())
+def test_mutated_messages_never_crash_the_validator(cols, data):
+    msg = bytearray(encode(REG["trade"], cols))
+    kind = data.draw(st.sampled_from(["flip", "truncate", "extend", "splice"]))
+    if kind == "flip":
+        for _ in range(data.draw(st.integers(1, 4))):
+            i = data.draw(st.integers(0, len(msg) - 1))
+            msg[i] = data.draw(st.integers(0, 255))
+    elif kind == "truncate":
+        msg = msg[: data.draw(st.integers(0, len(msg) - 1))]
+    elif kind == "extend":
+        msg += data.draw(st.binary(min_size=1, max_size=16))
+    else:
+        i = data.draw(st.integers(0, len(msg)))
+        msg[i:i] = data.draw(st.binary(min_size=1, max_size=8))
+    try:
+        head = validate(bytes(msg), REG)
+    except CodecError:
+        return
+    _, batch = decode(bytes(msg), REG)  # whatever validates must decode to what it claims
+    assert batch.num_rows == head.nrows
+    batch.validate(full=True)
+
+
+@given(st.binary(max_size=200))
+def test_random_bytes_are_rejected_cleanly(raw):
+    with pytest.raises(CodecError):
+        validate(raw, REG)
+
+
+def test_user_tables_extend_the_registry(tmp_path):
+    (tmp_path / "fx.toml").write_text('[fxquote]\ntime = "timestamp"\nsym = "symbol"\nmid = "float64"\n')
+    reg = load_registry(tmp_path)
+    msg = encode(reg["fxquote"], {"time": [1], "sym": ["EURUSD"], "mid": [1.1]})
+    assert validate(msg, reg).table == "fxquote"
+    with pytest.raises(CodecError, match="unknown table"):
+        validate(msg, REG)
+    (tmp_path / "bad.toml").write_text('[oops]\nsym = "symbol"\ntime = "timestamp"\n')
+    with pytest.raises(SchemaError, match="first two columns"):
+        load_registry(tmp_path)
