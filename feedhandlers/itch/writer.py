@@ -119,11 +119,11 @@ def simulate(syms=DEFAULT_SYMS, messages: int = 100_000, seed: int = 0) -> bytes
     for i in range(n):
         k, ns, a = int(which[i]), int(times[i]), act[i]
         loc, s8, book = k + 1, _pad(syms[k], 8), live[k]
-        mid[k] = max(mid[k] + int(steps[i]) * tick[k], 10 * tick[k])
+        mid[k] = max(mid[k] + int(steps[i]) * tick[k], 20 * tick[k])  # stays > 0 below
         r1, r2, r3 = u[i]
         if a < 0.45 or not book:
             side = b"B" if r1 < 0.5 else b"S"
-            away = (1 + int(r2 * r2 * 10)) * tick[k]
+            away = (1 + int(r2 * r2 * 6)) * tick[k]  # most liquidity near the touch
             price = mid[k] - away if side == b"B" else mid[k] + away
             shares = 100 * (1 + int(r3 * 10))
             if a < 0.36 or not book:
@@ -154,7 +154,7 @@ def simulate(syms=DEFAULT_SYMS, messages: int = 100_000, seed: int = 0) -> bytes
             tape.add("D", loc, ns, ref)
             del book[ref]
         elif a < 0.96:
-            np_ = price + (tick[k] if side == b"S" else -tick[k]) * (1 if r2 < 0.5 else -1)
+            np_ = max(price + tick[k] * (1 if r2 < 0.5 else -1), tick[k])
             nsh = 100 * (1 + int(r3 * 10))
             tape.add("U", loc, ns, ref, next_ref, nsh, np_)
             del book[ref]
