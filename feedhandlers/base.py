@@ -325,10 +325,22 @@ class Feed:
             k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
         schema = self.registry[table]
         n = len(cols["time"])
-        for lo in range(0, n, self._batch_rows):
-            chunk = {k: v[lo: lo + self._batch_rows] for k, v in cols.items()}
-            for buf, rows in self._encode(schema, chunk):
-                self._enqueue(buf, rows, block)
+        done = 0
+        try:
+            for lo in range(0, n, self._batch_rows):
+                chunk = {k: v[lo: lo + self._batch_rows] for k, v in cols.items()}
+                for buf, rows in self._encode(schema, chunk):
+                    self._enqueue(buf, rows, block)
+                    done += rows
+        except BufferFull:
+            # on_full="error" loses nothing: the rows not yet queued go back to pending, so a
+            # later flush()/close() (or the next publish) sends them.
+            rest = {k: v[done:] for k, v in cols.items()}
+            self._pending[table] = [rest] + self._pending.get(table, [])
+            self._pending_rows[table] = self._pending_rows.get(table, 0) + (n - done)
+            if self._pending_since is None:
+                self._pending_since = time.monotonic()
+            raise
         return True
 
     def _encode(self, schema: Schema, cols: dict[str, np.ndarray]):

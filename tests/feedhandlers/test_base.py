@@ -1,0 +1,263 @@
+"""The feed base against the real tickerplant process: batching, numbering, the buffer-full
+policies, rejects, and a TP killed with -9 and restarted while the feed keeps producing."""
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from feedhandlers.base import BufferFull, Feed, TokenBucket
+from helpers import wait_for
+from schemas.codec import decode
+from schemas.registry import load_registry
+from tickerplant.ctl import request
+from tickerplant.log import LogReader, is_control
+
+T0 = 1_700_000_000_000_000_000
+
+
+def start_tp(cfg, procs):
+    procs.start("tickerplant", name="tp")
+    wait_for(lambda: _alive(cfg), timeout=20, what="tickerplant ctl")
+
+
+def _alive(cfg):
+    try:
+        return request(cfg.tickerplant.ctl, "status", timeout=0.5)
+    except Exception:
+        return None
+
+
+def logged(cfg, feed: int | None = None, registry=None):
+    """[(feed, fseq, table, RecordBatch)] of every batch in the TP's logs, in log order."""
+    reg = registry or cfg.registry()
+    out = []
+    for path in sorted(cfg.tplog_dir.glob("tp_*.log")):
+        for rec in LogReader(path).records():
+            if is_control(rec.payload):
+                continue
+            head, batch = decode(bytes(rec.payload), reg)
+            if feed is None or head.feed == feed:
+                out.append((head.feed, head.fseq, head.table, batch))
+    return out
+
+
+def trade_rows(start: int, n: int) -> dict:
+    """n trade rows whose `size` is their global row number (so loss/duplication shows)."""
+    i = np.arange(start, start + n)
+    return {"time": T0 + i, "sym": np.array(["AAA", "BBB", "CCC"])[i % 3],
+            "price": 100 + (i % 50) / 100, "size": i}
+
+
+def sizes(batches) -> np.ndarray:
+    return np.concatenate([b.column("size").to_numpy() for *_, b in batches]) if batches else np.array([])
+
+
+def test_token_bucket_paces_without_spinning():
+    now = [0.0]
+    slept = []
+
+    def sleep(s):
+        slept.append(s)
+        now[0] += s
+
+    b = TokenBucket(100.0, burst_s=0.1, clock=lambda: now[0], sleep=sleep)
+    for _ in range(30):
+        b.take(10)                        # 300 units at 100/s: ~2.9 s after the 10-unit burst
+    assert abs(now[0] - 2.9) < 1e-6
+    assert all(s > 0 for s in slept)
+    now[0] += 10                          # idle: the bucket refills only to its capacity
+    b.take(10)
+    assert abs(now[0] - 12.9) < 1e-6
+
+
+def test_batching_numbering_and_hello(stack):
+    cfg, procs = stack
+    start_tp(cfg, procs)
+    with Feed(cfg, 5, batch_rows=10, batch_ms=10_000) as f:
+        assert f.stats().next_fseq == 1
+        for i in range(25):               # one row per call: batched by size into 10, 10, 5
+            f.publish("trade", trade_rows(i, 1))
+        assert f.drain(10)
+        s = f.stats()
+    assert (s.sent, s.acked, s.sent_rows, s.acked_rows, s.last_acked) == (3, 3, 25, 25, 3)
+    got = logged(cfg, 5)
+    assert [(fs, b.num_rows) for _, fs, _, b in got] == [(1, 10), (2, 10), (3, 5)]
+    assert (sizes(got) == np.arange(25)).all()
+    # A restarted feed with the same id continues the numbering (else the TP drops it as dupes).
+    with Feed(cfg, 5, batch_rows=100) as f:
+        assert f.stats().next_fseq == 4
+        f.publish("trade", trade_rows(25, 5))
+    got = logged(cfg, 5)
+    assert [fs for _, fs, _, _ in got] == [1, 2, 3, 4]
+    assert (sizes(got) == np.arange(30)).all()
+
+
+def test_time_flush_and_zero_latency(stack):
+    cfg, procs = stack
+    start_tp(cfg, procs)
+    f = Feed(cfg, 6, batch_rows=1000, batch_ms=30)
+    f.publish("trade", trade_rows(0, 3))
+    wait_for(lambda: f.stats().acked == 1, timeout=5, what="time-based flush")
+    assert f.stats().pending_rows == 0
+    f.close()
+    z = Feed(cfg, 7, batch_rows=1)        # every publish is its own message at once
+    for i in range(20):
+        z.publish("quote", {"time": [T0 + i], "sym": ["Q"], "bid": [1.0], "ask": [1.1],
+                            "bsize": [100], "asize": [200]})
+    assert z.close(10)
+    assert [b.num_rows for *_, b in logged(cfg, 7)] == [1] * 20
+
+
+def test_tp_down_at_start_then_up(stack):
+    """Produced while the TP is down: buffered unnumbered, numbered by the hello answer."""
+    cfg, procs = stack
+    f = Feed(cfg, 8, batch_rows=4, hello_timeout_ms=0)
+    assert f.stats().next_fseq is None
+    f.publish("trade", trade_rows(0, 10))
+    assert f.stats().buffered == 3 and f.stats().sent == 0
+    start_tp(cfg, procs)
+    assert f.drain(15)
+    assert f.close()
+    got = logged(cfg, 8)
+    assert [fs for _, fs, _, _ in got] == [1, 2, 3]
+    assert (sizes(got) == np.arange(10)).all()
+
+
+@pytest.mark.parametrize("policy", ["drop_oldest", "drop_newest", "error"])
+def test_buffer_full_policies(stack, policy):
+    cfg, procs = stack
+    f = Feed(cfg, 9, batch_rows=2, buffer_msgs=3, block_s=0.2, on_full=policy, hello_timeout_ms=0)
+    t = time.monotonic()
+    if policy == "error":
+        f.publish("trade", trade_rows(0, 6))
+        with pytest.raises(BufferFull, match="unacked messages"):
+            f.publish("trade", trade_rows(6, 4))
+        s = f.stats()
+        assert (s.buffered, s.dropped, s.pending_rows) == (3, 0, 4), "kept back, not dropped"
+        kept = np.arange(10)
+    else:
+        f.publish("trade", trade_rows(0, 10))          # 5 messages into room for 3
+        s = f.stats()
+        assert (s.buffered, s.dropped, s.dropped_rows) == (3, 2, 4)
+        kept = np.arange(4, 10) if policy == "drop_oldest" else np.arange(6)
+    assert time.monotonic() - t >= 0.2, "the producer blocked block_s before applying the policy"
+    start_tp(cfg, procs)
+    assert f.close(15)
+    assert (sizes(logged(cfg, 9)) == kept).all()
+
+
+def test_rejected_message_is_counted_and_not_resent(stack, tmp_path):
+    cfg, procs = stack
+    start_tp(cfg, procs)
+    extra = tmp_path / "extra.toml"
+    extra.write_text('[only_here]\ntime = "timestamp"\nsym = "symbol"\nx = "float64"\n')
+    reg = load_registry(extra)            # the feed knows a table the TP does not
+    f = Feed(cfg, 10, registry=reg, batch_rows=100)
+    f.publish("only_here", {"time": [T0], "sym": ["A"], "x": [1.0]})
+    f.flush()
+    wait_for(lambda: f.stats().rejected == 1, timeout=5, what="the TP's err reply")
+    assert "unknown table" in f.stats().last_error
+    f.publish("trade", trade_rows(0, 3))
+    assert f.close(10)
+    s = f.stats()
+    assert s.rejected == 1 and s.buffered == 0 and s.resent == 0
+    got = logged(cfg, 10)
+    assert [(fs, tb) for _, fs, tb, _ in got] == [(2, "trade")]
+
+
+def test_bad_columns_raise_in_the_producer(stack):
+    cfg, _ = stack
+    f = Feed(cfg, 11, hello_timeout_ms=0)
+    try:
+        with pytest.raises(ValueError, match="missing columns"):
+            f.publish("trade", {"time": [1], "sym": ["A"], "price": [1.0]})
+        with pytest.raises(ValueError, match="differ in length"):
+            f.publish("trade", {"time": [1, 2], "sym": ["A"], "price": [1.0], "size": [1]})
+        with pytest.raises(ValueError, match="expected numbers"):
+            f.publish("trade", {"time": [1], "sym": ["A"], "price": ["x"], "size": [1]})
+        with pytest.raises(KeyError, match="unknown table"):
+            f.publish("nope", {"time": [1], "sym": ["A"]})
+    finally:
+        f.close(0)
+
+
+def test_tp_kill9_and_restart_loses_and_duplicates_nothing(stack):
+    """The feed keeps producing at a steady rate while the TP is killed with -9 and restarted;
+    afterwards the log holds every row once and every fseq once."""
+    cfg, procs = stack
+    start_tp(cfg, procs)
+    f = Feed(cfg, 12, batch_rows=50, batch_ms=5, ack_timeout_ms=500)
+    produced = [0]
+    stop = threading.Event()
+
+    def produce():
+        while not stop.is_set():
+            f.publish("trade", trade_rows(produced[0], 17))
+            produced[0] += 17
+            time.sleep(0.002)
+
+    th = threading.Thread(target=produce)
+    th.start()
+    try:
+        wait_for(lambda: f.stats().acked > 20, timeout=10, what="acks before the kill")
+        procs.kill("tp")                                  # SIGKILL: no clean shutdown
+        during = f.stats().acked_rows
+        time.sleep(0.5)                                   # producing into the buffer meanwhile
+        assert f.stats().connected is False
+        start_tp(cfg, procs)
+        wait_for(lambda: f.stats().acked_rows > during + 2000, timeout=15, what="acks after restart")
+    finally:
+        stop.set()
+        th.join()
+    assert f.close(15)
+    s = f.stats()
+    assert s.reconnects >= 1 and s.dropped == 0 and s.rejected == 0
+    got = logged(cfg, 12)
+    fseqs = [fs for _, fs, _, _ in got]
+    assert fseqs == list(range(1, len(fseqs) + 1)), "each fseq exactly once, in order"
+    assert (sizes(got) == np.arange(produced[0])).all(), "each row exactly once, in order"
+    assert s.acked == len(fseqs)
+
+
+@pytest.fixture(scope="module")
+def shared_tp(tmp_path_factory):
+    from helpers import Procs, write_config
+    from ops.config import load
+    home = tmp_path_factory.mktemp("shared") / "home"
+    path = write_config(home)
+    procs = Procs(path, home)
+    cfg = load(path, home)
+    try:
+        start_tp(cfg, procs)
+        yield cfg
+    finally:
+        procs.stop_all()
+
+
+_ids = iter(range(1000, 2**31))
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(calls=st.lists(st.integers(0, 40), min_size=1, max_size=12), batch_rows=st.integers(1, 30))
+def test_batching_property(shared_tp, calls, batch_rows):
+    """Whatever the call sizes and batch size: the TP log holds the rows in publish order, in
+    messages of at most batch_rows, numbered 1..n."""
+    cfg = shared_tp
+    fid = next(_ids)
+    f = Feed(cfg, fid, batch_rows=batch_rows, batch_ms=10_000)
+    start = 0
+    for n in calls:
+        f.publish("trade", trade_rows(start, n))
+        start += n
+    assert f.close(10)
+    got = logged(cfg, fid)
+    assert [fs for _, fs, _, _ in got] == list(range(1, len(got) + 1))
+    assert all(0 < b.num_rows <= batch_rows for *_, b in got)
+    assert (sizes(got) == np.arange(start)).all()
+    if start:
+        assert len(got) >= -(-start // batch_rows)
