@@ -1,0 +1,300 @@
+"""Read-only SQL over today's in-memory tables and/or the Parquet history, on DuckDB.
+
+One `Engine` serves one process: the RDB passes `today` (a callable returning its current
+Arrow tables), the HDB passes `hdb_dir`, a gateway may pass both.
+
+Views (every one has a `date` column, so the same SQL runs against the RDB and the HDB):
+    <table>          HDB only: `<hdb>/<table>/date=*/*.parquet`, hive-partitioned on `date`.
+                     RDB only: today's Arrow table (a fresh zero-copy snapshot per query) with
+                     `date` = today's trading day.
+                     both: history UNION ALL today (history rows of today's date are left out,
+                     so a partition written during EOD is not counted twice).
+    <table>_hist     both: history alone.        <table>_today   both: today alone.
+New partitions (and new tables) are visible to the next query, without a restart.
+
+Locked down: one statement per query, SELECT-like only (SELECT, WITH, FROM-first, VALUES,
+TABLE, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN). INSERT/UPDATE/DELETE/CREATE/DROP/COPY/EXPORT/
+ATTACH/DETACH/INSTALL/LOAD/SET/RESET/PRAGMA/CALL/transactions are refused. DuckDB itself runs
+with `enable_external_access=false`, `allowed_directories=[<hdb>]` and `lock_configuration=true`,
+so even a SELECT cannot read a file outside the HDB (read_csv('/etc/passwd') is refused) and
+no setting can be changed back. Each query has a time limit (interrupted from a timer) and a
+row limit (the result is streamed and cut at `max_rows`; `Result.truncated` says so). Every
+refusal raises `QueryError` saying what is allowed.
+
+kdb-style helpers, as DuckDB macros usable in any query:
+    xbar(t, bucket)              time bar start: xbar(time, INTERVAL 1 MINUTE)   (kdb `xbar`)
+    vwap(price, size)            aggregate: sum(price*size)/sum(size); use with GROUP BY
+    ohlcv(tbl, bucket, day)      table: per sym and bar: open high low close volume vwap trades
+                                 FROM ohlcv('trade', INTERVAL 1 MINUTE, DATE '2024-01-02')
+    aj(left, right, day)         table: as-of join (kdb `aj[`sym`time;left;right]`): every left
+                                 row with the right row of the same sym and the latest
+                                 time <= its time (NULLs if none) for that day.
+    aj_trades(day)               table: aj('trade', 'quote', day): trades with the prevailing quote
+    last_by_sym(tbl, day)        table: the last row per sym that day (kdb `select by sym`)
+    vwap_by_sym(tbl, day)        table: sym, vwap, volume, trades for that day
+`day` may be NULL in the table macros to mean every date. open/close are the prices at the
+first/last time in the bar (arg_min/arg_max on time; ties at the same nanosecond are broken
+arbitrarily). Plain SQL works too, e.g. the as-of join written out:
+    SELECT t.*, q.bid, q.ask FROM trade t ASOF LEFT JOIN quote q
+      ON t.sym = q.sym AND t.date = q.date AND t.time >= q.time WHERE t.date = DATE '2024-01-02'
+"""
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import duckdb
+import pyarrow as pa
+
+ALLOWED = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
+WHAT_IS_ALLOWED = ("this endpoint is read-only: send one SELECT-like statement (SELECT, WITH, "
+                   "FROM ..., VALUES, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN) over the tables")
+BATCH_ROWS = 1 << 17
+
+MACROS = [
+    "CREATE MACRO xbar(t, bucket) AS time_bucket(bucket, t)",
+    "CREATE MACRO vwap(price, size) AS sum(price * size) / sum(size)",
+    """CREATE MACRO ohlcv(tbl, bucket, day) AS TABLE
+         SELECT date, sym, xbar(time, bucket) AS bar,
+                arg_min(price, time) AS open, max(price) AS high, min(price) AS low,
+                arg_max(price, time) AS close, sum(size) AS volume,
+                vwap(price, size) AS vwap, count(*) AS trades
+         FROM query_table(tbl) WHERE day IS NULL OR date = day
+         GROUP BY ALL ORDER BY date, sym, bar""",
+    """CREATE MACRO aj(lt, rt, day) AS TABLE
+         SELECT l.*, r.* EXCLUDE (time, sym, date)
+         FROM (FROM query_table(lt) WHERE day IS NULL OR date = day) l
+         ASOF LEFT JOIN (FROM query_table(rt) WHERE day IS NULL OR date = day) r
+           ON l.sym = r.sym AND l.date = r.date AND l.time >= r.time""",
+    # the table names are parameters (with defaults) because a table macro's body is bound
+    # when it is created, before any view exists; query_table() defers that to the call
+    """CREATE MACRO aj_trades(day, trades := 'trade', quotes := 'quote') AS TABLE
+         SELECT l.*, r.bid, r.ask, r.bsize, r.asize
+         FROM (FROM query_table(trades) WHERE day IS NULL OR date = day) l
+         ASOF LEFT JOIN (FROM query_table(quotes) WHERE day IS NULL OR date = day) r
+           ON l.sym = r.sym AND l.date = r.date AND l.time >= r.time""",
+    """CREATE MACRO last_by_sym(tbl, day) AS TABLE
+         FROM query_table(tbl) WHERE day IS NULL OR date = day
+         QUALIFY row_number() OVER (PARTITION BY date, sym ORDER BY time DESC) = 1""",
+    """CREATE MACRO vwap_by_sym(tbl, day) AS TABLE
+         SELECT date, sym, vwap(price, size) AS vwap, sum(size) AS volume, count(*) AS trades
+         FROM query_table(tbl) WHERE day IS NULL OR date = day GROUP BY ALL ORDER BY date, sym""",
+]
+
+# registry type name -> DuckDB type, for the empty views of tables with no data yet
+DUCK_TYPES = {"timestamp": "TIMESTAMP_NS", "symbol": "VARCHAR", "string": "VARCHAR",
+              "float64": "DOUBLE", "float32": "FLOAT", "int64": "BIGINT", "int32": "INTEGER",
+              "int16": "SMALLINT", "int8": "TINYINT", "bool": "BOOLEAN"}
+
+
+class QueryError(ValueError):
+    """A query was refused or failed; the text says why and what is allowed."""
+
+
+@dataclass
+class Result:
+    table: pa.Table
+    truncated: bool = False
+    ms: float = 0.0
+
+
+def _quote(s: str) -> str:
+    return "'" + s.replace("'", "''") + "'"
+
+
+def _ident(s: str) -> str:
+    return '"' + s.replace('"', '""') + '"'
+
+
+def check_sql(sql: str) -> str:
+    """The statement if it is one read-only statement; QueryError otherwise."""
+    if not isinstance(sql, str) or not sql.strip():
+        raise QueryError(f"empty query; {WHAT_IS_ALLOWED}")
+    try:
+        stmts = duckdb.extract_statements(sql)
+    except duckdb.Error as e:
+        raise QueryError(f"SQL does not parse: {e}") from None
+    if len(stmts) != 1:
+        raise QueryError(f"{len(stmts)} statements sent; {WHAT_IS_ALLOWED}")
+    st = stmts[0]
+    if st.type not in ALLOWED:
+        raise QueryError(f"{st.type.name} statements are refused; {WHAT_IS_ALLOWED}")
+    return sql
+
+
+class _Cursor:
+    """One DuckDB connection (cursor) per thread: temp views and registered Arrow tables are
+    per connection, so concurrent queries never see each other's snapshots."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection):
+        self.con = con
+        self.hist: frozenset[str] | None = None   # tables whose hist views are current
+        self.day: dt.date | None = None
+
+
+class Engine:
+    """Read-only DuckDB over history (`hdb_dir`), today (`today()`), or both. Thread-safe:
+    each calling thread gets its own cursor. `day()` names today's trading day (default: the
+    UTC date) for the `date` column of today's rows."""
+
+    def __init__(self, hdb_dir: Path | None = None,
+                 today: Callable[[], dict[str, pa.Table]] | None = None,
+                 timeout_s: float = 60, max_rows: int = 1_000_000, registry=None,
+                 day: Callable[[], dt.date] | None = None):
+        if hdb_dir is None and today is None:
+            raise ValueError("Engine needs hdb_dir (history), today (in-memory tables) or both")
+        if registry is None:
+            from schemas.registry import load_registry
+            registry = load_registry()
+        self.registry = registry
+        self.hdb_dir = Path(hdb_dir).expanduser().resolve() if hdb_dir is not None else None
+        self.today = today
+        self.day = day or (lambda: dt.datetime.now(dt.timezone.utc).date())
+        self.timeout_s = float(timeout_s)
+        self.max_rows = int(max_rows)
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._con = self._connect()
+
+    # -- setup -------------------------------------------------------------------------------
+    def _connect(self) -> duckdb.DuckDBPyConnection:
+        con = duckdb.connect(":memory:", config={"autoinstall_known_extensions": False,
+                                                 "autoload_known_extensions": False})
+        for m in MACROS:
+            con.execute(m)
+        # allowed_directories can only be set once the database runs, and must be set before
+        # external access goes off; the lock then makes all three permanent for this database.
+        allowed = [str(self.hdb_dir) + "/"] if self.hdb_dir is not None else []
+        con.execute("SET allowed_directories = $1", [allowed])
+        con.execute("SET enable_external_access = false")
+        con.execute("SET lock_configuration = true")
+        return con
+
+    def _cursor(self) -> _Cursor:
+        cur = getattr(self._local, "cur", None)
+        if cur is None:
+            with self._lock:
+                cur = _Cursor(self._con.cursor())
+            self._local.cur = cur
+        return cur
+
+    def _tables(self) -> list[str]:
+        return list(self.registry.tables)
+
+    def _present(self) -> frozenset[str]:
+        """Tables with at least one partition file: a view over a glob with no match fails, so
+        those get an empty, typed view until their first day lands."""
+        if self.hdb_dir is None or not self.hdb_dir.is_dir():
+            return frozenset()
+        out = set()
+        for d in self.hdb_dir.iterdir():
+            if d.is_dir() and d.name.isidentifier() and not d.name.startswith("_"):
+                if next(d.glob("date=*/*.parquet"), None) is not None:
+                    out.add(d.name)
+        return frozenset(out)
+
+    def _empty_select(self, table: str) -> str:
+        cols = [f"CAST(NULL AS {DUCK_TYPES[c.type]}) AS {_ident(c.name)}"
+                for c in self.registry[table].columns]
+        return f"SELECT {', '.join(cols)}, CAST(NULL AS DATE) AS date WHERE false"
+
+    def _hist_view(self, cur: _Cursor, table: str, present: frozenset[str], name: str) -> None:
+        if table in present:
+            glob = _quote(f"{self.hdb_dir}/{table}/date=*/*.parquet")
+            body = (f"SELECT * FROM read_parquet({glob}, hive_partitioning = true, "
+                    f"hive_types = {{'date': DATE}})")
+        else:
+            body = self._empty_select(table)
+        cur.con.execute(f"CREATE OR REPLACE TEMP VIEW {_ident(name)} AS {body}")
+
+    def _refresh(self, cur: _Cursor) -> None:
+        """Bring this cursor's views up to date: new tables on disk, today's snapshot, the day."""
+        both = self.hdb_dir is not None and self.today is not None
+        if self.hdb_dir is not None:
+            present = self._present()
+            if present != cur.hist:
+                names = set(self._tables()) | present
+                for t in sorted(names):
+                    if t not in self.registry and t not in present:
+                        continue
+                    if t not in self.registry and self.today is not None:
+                        continue  # history-only table unknown to the schema: history view only
+                    self._hist_view(cur, t, present, f"{t}_hist" if both else t)
+                cur.hist = present
+        if self.today is None:
+            return
+        snap = self.today() or {}
+        day = self.day()
+        for t in self._tables():
+            tbl = snap.get(t)
+            if tbl is None:
+                tbl = self.registry[t].arrow.empty_table()
+            cur.con.register(f"_rdb_{t}", tbl)
+        if day != cur.day:
+            d = _quote(day.isoformat())
+            for t in self._tables():
+                today_name = f"{t}_today" if both else t
+                cur.con.execute(f"CREATE OR REPLACE TEMP VIEW {_ident(today_name)} AS "
+                                f"SELECT *, DATE {d} AS date FROM {_ident('_rdb_' + t)}")
+                if both:
+                    cur.con.execute(
+                        f"CREATE OR REPLACE TEMP VIEW {_ident(t)} AS "
+                        f"SELECT * FROM {_ident(t + '_hist')} WHERE date <> DATE {d} "
+                        f"UNION ALL BY NAME SELECT * FROM {_ident(t + '_today')}")
+            cur.day = day
+
+    # -- queries -----------------------------------------------------------------------------
+    def query(self, sql: str) -> Result:
+        """Run one read-only statement; at most `max_rows` rows, at most `timeout_s` seconds."""
+        check_sql(sql)
+        t0 = time.perf_counter()
+        cur = self._cursor()
+        try:
+            self._refresh(cur)
+        except duckdb.Error as e:
+            raise QueryError(f"could not open the tables: {e}") from None
+        fired = threading.Event()
+
+        def stop():
+            fired.set()
+            cur.con.interrupt()
+
+        timer = threading.Timer(self.timeout_s, stop)
+        timer.daemon = True
+        timer.start()
+        batches: list[pa.RecordBatch] = []
+        truncated = False
+        try:
+            rel = cur.con.sql(sql)
+            if rel is None:  # not a result-producing statement (cannot pass check_sql, but be sure)
+                raise QueryError(f"statement returned no result; {WHAT_IS_ALLOWED}")
+            reader = rel.to_arrow_reader(min(BATCH_ROWS, self.max_rows + 1))
+            schema = reader.schema
+            n = 0
+            for b in reader:
+                if n + b.num_rows > self.max_rows:
+                    batches.append(b.slice(0, self.max_rows - n))
+                    truncated = True
+                    break
+                batches.append(b)
+                n += b.num_rows
+            reader.close()
+        except duckdb.PermissionException as e:
+            raise QueryError(f"refused: {e}. Queries may read only the tables (and files under "
+                             f"{self.hdb_dir or 'no directory'}); {WHAT_IS_ALLOWED}") from None
+        except (duckdb.Error, OSError, pa.ArrowException) as e:
+            if fired.is_set():
+                raise QueryError(f"query stopped at the time limit of {self.timeout_s:g}s; filter "
+                                 f"on date and sym, or aggregate, to make it cheaper") from None
+            raise QueryError(f"query failed: {e}") from None
+        finally:
+            timer.cancel()
+        table = pa.Table.from_batches(batches, schema=schema)
+        return Result(table, truncated, (time.perf_counter() - t0) * 1e3)
+
+    def close(self) -> None:
+        self._con.close()
