@@ -1,0 +1,203 @@
+"""The SQL query endpoint (RDB and HDB alike) and its client.
+
+Sockets:
+    frontend  ROUTER bound at `endpoint` (loopback by default). Clients talk REQ to it (or any
+              socket that speaks the REQ envelope: DEALER sending an empty delimiter first).
+    backend   DEALER bound at a private inproc address; `zmq.proxy` moves requests from the
+              frontend to the backend (fair-queued to idle workers) and replies back.
+    workers   `workers` REP sockets, one thread each, each with its own DuckDB cursor (the
+              Engine gives every thread its own), so `workers` queries run at once; further
+              requests queue in ZeroMQ until a worker is free.
+
+Request:  one frame, JSON `{"sql": "...", "format": "arrow"}` ("format" is optional; "arrow" is
+          the only one).
+Reply:    `[b"ok", <Arrow IPC stream>, <JSON {"rows", "truncated", "ms"}>]` or `[b"err", <text>]`.
+Garbage (not JSON, not UTF-8, multipart, wrong fields, refused or failing SQL) gets an err reply
+and is counted in `stats`; nothing a client sends stops the server. A peer sending a message over
+`MAX_REQUEST` bytes is disconnected by ZeroMQ. A message with no REQ envelope cannot be answered
+(REP drops it) and is only lost, never fatal.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import uuid
+from collections import Counter
+
+import pyarrow as pa
+import zmq
+
+from hdb.sql import Engine, QueryError, Result
+
+log = logging.getLogger(__name__)
+MAX_REQUEST = 16 << 20   # bytes: SQL text is small; anything bigger is not a query
+POLL_MS = 100            # how often an idle worker checks for stop
+
+
+def encode_table(table: pa.Table) -> pa.Buffer:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as w:
+        w.write_table(table)
+    return sink.getvalue()
+
+
+def decode_table(buf) -> pa.Table:
+    return pa.ipc.open_stream(pa.py_buffer(buf)).read_all()
+
+
+def parse_request(frames: list) -> str:
+    """The SQL text of a request, or QueryError saying what a request must look like."""
+    want = 'send one frame of JSON: {"sql": "SELECT ...", "format": "arrow"}'
+    if len(frames) != 1:
+        raise QueryError(f"request has {len(frames)} frames; {want}")
+    try:
+        req = json.loads(bytes(frames[0]).decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise QueryError(f"request is not UTF-8 JSON; {want}") from None
+    if not isinstance(req, dict) or not isinstance(req.get("sql"), str):
+        raise QueryError(f'request has no "sql" string; {want}')
+    fmt = req.get("format", "arrow")
+    if fmt != "arrow":
+        raise QueryError(f"format {fmt!r} is not supported; use \"arrow\"")
+    extra = set(req) - {"sql", "format"}
+    if extra:
+        raise QueryError(f"unknown request fields {sorted(extra)}; {want}")
+    return req["sql"]
+
+
+class QueryServer:
+    """Serves `engine` at `endpoint` with `workers` threads. `start()` returns once the socket is
+    bound (errors such as a port in use raise there); `stop()` ends every thread."""
+
+    def __init__(self, endpoint: str, engine: Engine, workers: int = 2):
+        if workers < 1:
+            raise ValueError("workers must be >= 1")
+        self.endpoint = endpoint
+        self.engine = engine
+        self.workers = workers
+        self.stats: Counter = Counter()
+        self._stats_lock = threading.Lock()
+        self._ctx = zmq.Context()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._backend = f"inproc://hdb-query-{uuid.uuid4().hex}"
+        self._control = f"inproc://hdb-query-ctl-{uuid.uuid4().hex}"
+
+    def start(self) -> "QueryServer":
+        front = self._ctx.socket(zmq.ROUTER)
+        front.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST)
+        front.setsockopt(zmq.LINGER, 0)
+        front.bind(self.endpoint)
+        # a wildcard port ("tcp://127.0.0.1:*") resolves here, so callers can learn it
+        self.endpoint = front.getsockopt_string(zmq.LAST_ENDPOINT)
+        back = self._ctx.socket(zmq.DEALER)
+        back.setsockopt(zmq.LINGER, 0)
+        back.bind(self._backend)
+        ctl = self._ctx.socket(zmq.PAIR)
+        ctl.bind(self._control)
+        self._ctl = self._ctx.socket(zmq.PAIR)
+        self._ctl.connect(self._control)
+        t = threading.Thread(target=self._proxy, args=(front, back, ctl), name="hdb-query-proxy",
+                             daemon=True)
+        t.start()
+        self._threads.append(t)
+        for i in range(self.workers):
+            w = threading.Thread(target=self._work, name=f"hdb-query-{i}", daemon=True)
+            w.start()
+            self._threads.append(w)
+        log.info("query server on %s with %d workers", self.endpoint, self.workers)
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        try:
+            self._ctl.send(b"TERMINATE")
+        except zmq.ZMQError:
+            pass
+        for t in self._threads:
+            t.join(timeout)
+        self._ctl.close(0)
+        self._ctx.term()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def _proxy(self, front, back, ctl) -> None:
+        try:
+            zmq.proxy_steerable(front, back, None, ctl)
+        except zmq.ZMQError as e:
+            if not self._stop.is_set():
+                log.error("query proxy stopped: %s", e)
+        finally:
+            for s in (front, back, ctl):
+                s.close(0)
+
+    def _count(self, what: str) -> None:
+        with self._stats_lock:
+            self.stats[what] += 1
+
+    def handle(self, frames: list) -> list:
+        """The reply frames for one request; never raises."""
+        try:
+            sql = parse_request(frames)
+            res = self.engine.query(sql)
+            body = encode_table(res.table)
+            meta = json.dumps({"rows": res.table.num_rows, "truncated": res.truncated,
+                               "ms": round(res.ms, 3)}).encode()
+            self._count("ok")
+            return [b"ok", body, meta]
+        except QueryError as e:
+            self._count("err")
+            return [b"err", str(e).encode()]
+        except Exception as e:  # a bug must cost one query, never the server
+            log.exception("query failed unexpectedly")
+            self._count("err")
+            return [b"err", f"internal error: {type(e).__name__}: {e}".encode()]
+
+    def _work(self) -> None:
+        sock = self._ctx.socket(zmq.REP)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(self._backend)
+        try:
+            while not self._stop.is_set():
+                if not sock.poll(POLL_MS):
+                    continue
+                frames = sock.recv_multipart(copy=False)
+                sock.send_multipart(self.handle([f.buffer for f in frames]), copy=False)
+        except zmq.ZMQError as e:
+            if not self._stop.is_set():
+                log.error("query worker stopped: %s", e)
+        finally:
+            sock.close(0)
+
+
+def query(endpoint: str, sql: str, timeout: float = 60) -> Result:
+    """Run `sql` on the query server at `endpoint`. Raises QueryError with the server's text,
+    or saying nothing answered within `timeout` seconds."""
+    ctx = zmq.Context.instance()
+    sock = ctx.socket(zmq.REQ)
+    sock.setsockopt(zmq.LINGER, 0)
+    try:
+        sock.connect(endpoint)
+        sock.send(json.dumps({"sql": sql, "format": "arrow"}).encode())
+        if not sock.poll(int(timeout * 1000)):
+            raise QueryError(f"no answer from {endpoint} in {timeout:g}s: is the process running? "
+                             f"(`tickstack status`)")
+        frames = sock.recv_multipart(copy=False)
+    except zmq.ZMQError as e:
+        raise QueryError(f"cannot reach {endpoint}: {e}") from None
+    finally:
+        sock.close(0)
+    kind = bytes(frames[0].buffer)
+    if kind == b"ok" and len(frames) == 3:
+        meta = json.loads(bytes(frames[2].buffer))
+        return Result(decode_table(frames[1].buffer), bool(meta["truncated"]), float(meta["ms"]))
+    if kind == b"err" and len(frames) >= 2:
+        raise QueryError(bytes(frames[1].buffer).decode("utf-8", "replace"))
+    raise QueryError(f"unexpected reply from {endpoint}: {kind[:20]!r}; is it a tickstack query endpoint?")
