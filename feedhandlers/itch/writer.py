@@ -9,6 +9,7 @@ generator, not a hot path); the bytes are laid out in one vectorized pass per ty
 """
 from __future__ import annotations
 
+import heapq
 import os
 from collections import defaultdict
 
@@ -91,8 +92,79 @@ def _others(tape: _Tape, syms, mids, ns: int) -> None:
              p + p // 10)
 
 
-def simulate(syms=DEFAULT_SYMS, messages: int = 100_000, seed: int = 0) -> bytes:
-    """The bytes of a simulated day with about `messages` messages."""
+class _Side:
+    """One side of a simulated book: price levels of FIFO queues, best price via a lazy heap."""
+
+    def __init__(self, is_bid: bool):
+        self.sign = -1 if is_bid else 1
+        self.levels: dict[int, dict[int, int]] = {}  # price -> {ref: shares}, in time priority
+        self.heap: list[int] = []
+
+    def add(self, price: int, ref: int, shares: int) -> None:
+        q = self.levels.get(price)
+        if q is None:
+            q = self.levels[price] = {}
+            heapq.heappush(self.heap, self.sign * price)
+        q[ref] = shares
+
+    def best(self) -> int | None:
+        while self.heap and (self.sign * self.heap[0]) not in self.levels:
+            heapq.heappop(self.heap)
+        return self.sign * self.heap[0] if self.heap else None
+
+    def take(self, price: int, ref: int, shares: int) -> int:
+        """Remove up to `shares` from order ref; return what is left of it."""
+        q = self.levels[price]
+        left = q[ref] - shares
+        if left > 0:
+            q[ref] = left
+        else:
+            del q[ref]
+            if not q:
+                del self.levels[price]
+        return left
+
+
+class _Book:
+    """A symbol's simulated book: a crossing add trades with the touch, as on the exchange."""
+
+    def __init__(self):
+        self.sides = {b"B": _Side(True), b"S": _Side(False)}
+        self.orders: dict[int, tuple[bytes, int]] = {}  # ref -> (side, price)
+        self.refs: list[int] = []  # for a uniform random pick of a live order
+
+    def pick(self, r: float) -> int:
+        while True:  # drop refs of orders already gone, lazily
+            i = int(r * len(self.refs))
+            ref = self.refs[i]
+            if ref in self.orders:
+                return ref
+            self.refs[i] = self.refs[-1]
+            self.refs.pop()
+
+    def rest(self, ref: int, side: bytes, price: int, shares: int) -> None:
+        self.sides[side].add(price, ref, shares)
+        self.orders[ref] = (side, price)
+        self.refs.append(ref)
+
+    def reduce(self, ref: int, shares: int) -> None:
+        side, price = self.orders[ref]
+        if self.sides[side].take(price, ref, shares) <= 0:
+            del self.orders[ref]
+
+    def shares(self, ref: int) -> int:
+        side, price = self.orders[ref]
+        return self.sides[side].levels[price][ref]
+
+    def front(self, side: bytes) -> int | None:
+        """The order first in time priority at the best price of `side`."""
+        p = self.sides[side].best()
+        return None if p is None else next(iter(self.sides[side].levels[p]))
+
+
+def simulate(syms=DEFAULT_SYMS, messages: int = 100_000, seed: int = 0, progress=None) -> bytes:
+    """The bytes of a simulated day of about `messages` messages. `progress(k)` (e.g. a tqdm's
+    update) is told every 10,000 simulated messages."""
     syms = list(syms)
     if not syms:
         raise ValueError("need at least one symbol")
@@ -105,60 +177,87 @@ def simulate(syms=DEFAULT_SYMS, messages: int = 100_000, seed: int = 0) -> bytes
     _others(tape, syms, mids, 5 * HOUR)
     tape.add("S", 0, OPEN - 1, b"Q")
 
-    n = max(messages - len(tape.order) - 2 * len(syms) - 3, 0)
-    times = np.sort(rng.integers(OPEN, CLOSE, n))
-    which = rng.integers(0, len(syms), n)
-    act = rng.random(n)
-    u = rng.random((n, 3))
-    steps = rng.choice([-1, 0, 0, 0, 1], n)
-    live: list[dict[int, list]] = [dict() for _ in syms]  # ref -> [side, shares, price]
-    tick = [max(1, int(m)) * 100 for m in mids]  # 1 cent per $100 of price: ~realistic spreads
-    mid = [int(m * 1e4) for m in mids]
+    budget = max(messages - len(tape.order) - len(syms) - 3, 0)  # the close adds the rest
+    stop = len(tape.order) + budget
+    times = np.sort(rng.integers(OPEN, CLOSE, budget)).tolist()
+    which = rng.integers(0, len(syms), budget).tolist()
+    act = rng.random(budget).tolist()
+    u = rng.random((budget, 3)).tolist()
+    steps = rng.choice([-1, 0, 0, 0, 0, 0, 1], budget).tolist()
+    books = [_Book() for _ in syms]
+    tick = [max(1, int(m) // 100) * 100 for m in mids]  # 1 cent, 2 above $200, ...
+    mid = [int(m * 1e4) // t * t for m, t in zip(mids, tick)]
     next_ref, match = 1, 1
     matches: list[tuple[int, int]] = []  # (locate, match) of prints that could be broken
-    for i in range(n):
-        k, ns, a = int(which[i]), int(times[i]), act[i]
-        loc, s8, book = k + 1, _pad(syms[k], 8), live[k]
-        mid[k] = max(mid[k] + int(steps[i]) * tick[k], 20 * tick[k])  # stays > 0 below
+    for i in range(budget):
+        if len(tape.order) >= stop:  # an add that trades writes several messages
+            break
+        if progress is not None and i % 10_000 == 0 and i:
+            progress(10_000)
+        k, ns, a = which[i], times[i], act[i]
+        loc, s8, book = k + 1, _pad(syms[k], 8), books[k]
+        mid[k] = max(mid[k] + steps[i] * tick[k], 20 * tick[k])
         r1, r2, r3 = u[i]
-        if a < 0.45 or not book:
+        if a < 0.45 or not book.orders:
             side = b"B" if r1 < 0.5 else b"S"
-            away = (1 + int(r2 * r2 * 6)) * tick[k]  # most liquidity near the touch
-            price = mid[k] - away if side == b"B" else mid[k] + away
+            other = b"S" if side == b"B" else b"B"
+            away = int(r2 * r2 * 6) * tick[k]  # most liquidity near the touch
+            price = max(mid[k] - away if side == b"B" else mid[k] + away, tick[k])
             shares = 100 * (1 + int(r3 * 10))
-            if a < 0.36 or not book:
-                tape.add("A", loc, ns, next_ref, side, shares, s8, price)
-            else:
-                tape.add("F", loc, ns, next_ref, side, shares, s8, price, b"GSCO" if r3 < 0.5 else b"MSCO")
-            book[next_ref] = [side, shares, price]
-            next_ref += 1
+            while shares > 0:  # a marketable order trades with the resting touch first
+                ref = book.front(other)
+                if ref is None:
+                    break
+                rp = book.orders[ref][1]
+                if (rp > price) if side == b"B" else (rp < price):
+                    break
+                ex = min(shares, book.shares(ref))
+                tape.add("E", loc, ns, ref, ex, match)
+                matches.append((loc, match))
+                match += 1
+                book.reduce(ref, ex)
+                shares -= ex
+            if shares > 0:
+                if a < 0.36:
+                    tape.add("A", loc, ns, next_ref, side, shares, s8, price)
+                else:
+                    tape.add("F", loc, ns, next_ref, side, shares, s8, price,
+                             b"GSCO" if r3 < 0.5 else b"MSCO")
+                book.rest(next_ref, side, price, shares)
+                next_ref += 1
             continue
-        ref = list(book)[int(r1 * len(book))] if len(book) < 64 else next(iter(book))
-        side, shares, price = book[ref]
-        if a < 0.57:  # execution at the order's price
-            ex = min(shares, 100 * (1 + int(r2 * 5)))
+        if a < 0.57:  # a market order: executes the front of the touch
+            ref = book.front(b"B" if r1 < 0.5 else b"S") or book.pick(r1)
+            ex = min(book.shares(ref), 100 * (1 + int(r2 * 5)))
             tape.add("E", loc, ns, ref, ex, match)
             matches.append((loc, match))
             match += 1
-            _reduce(book, ref, ex)
-        elif a < 0.60:  # execution at another price (e.g. a cross), sometimes not printable
+            book.reduce(ref, ex)
+            continue
+        ref = book.pick(r1)
+        side, price = book.orders[ref]
+        shares = book.shares(ref)
+        if a < 0.60:  # executed at another price (e.g. a cross); sometimes not printable
             ex = min(shares, 100)
-            tape.add("C", loc, ns, ref, ex, match, b"Y" if r2 < 0.8 else b"N", price + tick[k])
+            tape.add("C", loc, ns, ref, ex, match, b"Y" if r2 < 0.8 else b"N", price)
             match += 1
-            _reduce(book, ref, ex)
+            book.reduce(ref, ex)
         elif a < 0.70:
-            cx = int(r2 * shares) if shares > 1 else shares
-            tape.add("X", loc, ns, ref, max(cx, 1))
-            _reduce(book, ref, max(cx, 1))
+            cx = max(int(r2 * shares), 1)
+            tape.add("X", loc, ns, ref, cx)
+            book.reduce(ref, cx)
         elif a < 0.88:
             tape.add("D", loc, ns, ref)
-            del book[ref]
-        elif a < 0.96:
+            book.reduce(ref, shares)
+        elif a < 0.96:  # replace: one tick away, never crossing the other side
             np_ = max(price + tick[k] * (1 if r2 < 0.5 else -1), tick[k])
+            opp = book.sides[b"S" if side == b"B" else b"B"].best()
+            if opp is not None and ((np_ >= opp) if side == b"B" else (np_ <= opp)):
+                np_ = price
             nsh = 100 * (1 + int(r3 * 10))
             tape.add("U", loc, ns, ref, next_ref, nsh, np_)
-            del book[ref]
-            book[next_ref] = [side, nsh, np_]
+            book.reduce(ref, shares)
+            book.rest(next_ref, side, np_, nsh)
             next_ref += 1
         elif a < 0.985:  # a hidden (non-displayed) order traded
             tape.add("P", loc, ns, 0, b"B" if r2 < 0.5 else b"S", 100 * (1 + int(r3 * 3)), s8,
@@ -180,17 +279,10 @@ def simulate(syms=DEFAULT_SYMS, messages: int = 100_000, seed: int = 0) -> bytes
     return tape.to_bytes()
 
 
-def _reduce(book: dict, ref: int, shares: int) -> None:
-    o = book[ref]
-    o[1] -= shares
-    if o[1] <= 0:
-        del book[ref]
-
-
 def write_itch(path: str | os.PathLike, syms=DEFAULT_SYMS, messages: int = 100_000,
-               seed: int = 0) -> int:
+               seed: int = 0, progress=None) -> int:
     """Write a simulated ITCH 5.0 FILE of about `messages` messages; return its size in bytes."""
-    data = simulate(syms, messages, seed)
+    data = simulate(syms, messages, seed, progress)
     with open(path, "wb") as f:
         f.write(data)
     return len(data)
