@@ -132,8 +132,17 @@ class _Msg:
             self.buf, self.fseq = buf, fseq
 
 
-def _as_array(values: Any, col) -> np.ndarray:
-    """One column as a 1-d numpy array of its wire type (strings stay str/object arrays)."""
+def _as_array(values: Any, col) -> np.ndarray | pa.Array:
+    """One column as a 1-d numpy array of its wire type. Text columns stay what they are: a
+    numpy str/object array, or an Arrow string array (kept in Arrow: no per-row objects)."""
+    if col.dtype is None and isinstance(values, (pa.Array, pa.ChunkedArray)):
+        if isinstance(values, pa.ChunkedArray):
+            values = values.combine_chunks()
+        if isinstance(values, pa.DictionaryArray):
+            values = values.dictionary_decode()
+        if not pa.types.is_string(values.type):
+            values = values.cast(pa.string())
+        return values
     if isinstance(values, (pa.Array, pa.ChunkedArray)):
         if col.dtype is not None and col.type == "timestamp" and pa.types.is_timestamp(values.type):
             values = values.cast(pa.timestamp("ns")).cast(pa.int64())
@@ -150,6 +159,12 @@ def _as_array(values: Any, col) -> np.ndarray:
     if arr.dtype.kind in "OUS":
         raise codec.CodecError(f"column {col.name!r} ({col.type}): expected numbers, got {arr.dtype}")
     return arr.astype(col.dtype, copy=False)
+
+
+def _concat(parts: list) -> np.ndarray | pa.Array:
+    if all(isinstance(p, np.ndarray) for p in parts):
+        return np.concatenate(parts)
+    return pa.concat_arrays([p if isinstance(p, pa.Array) else pa.array(p, pa.string()) for p in parts])
 
 
 class Feed:
@@ -321,8 +336,7 @@ class Feed:
         self._pending_rows.pop(table, None)
         if not self._pending:
             self._pending_since = None
-        cols = parts[0] if len(parts) == 1 else {
-            k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        cols = parts[0] if len(parts) == 1 else {k: _concat([p[k] for p in parts]) for k in parts[0]}
         schema = self.registry[table]
         n = len(cols["time"])
         done = 0
