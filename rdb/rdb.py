@@ -22,15 +22,17 @@ log = logging.getLogger("rdb")
 
 class Rdb:
     def __init__(self, cfg, registry=None, serve: bool = True):
-        from hdb.server import QueryServer
-        from hdb.sql import Engine
         self.cfg = cfg
         self.registry = registry or cfg.registry()
         self.store = Store(self.registry, cfg.rdb.tables or None, cfg.rdb.chunk_rows)
         self.sub = Subscriber(cfg, cfg.rdb.tables or None, registry=self.registry)
-        self.engine = Engine(hdb_dir=None, today=self.store.snapshot, timeout_s=cfg.rdb.query_timeout_s,
-                             max_rows=cfg.rdb.max_rows, registry=self.registry)
-        self.server = QueryServer(cfg.rdb.query, self.engine) if serve else None
+        self.server = None
+        if serve:
+            from hdb.server import QueryServer
+            from hdb.sql import Engine
+            self.server = QueryServer(cfg.rdb.query, Engine(
+                today=self.store.snapshot, timeout_s=cfg.rdb.query_timeout_s,
+                max_rows=cfg.rdb.max_rows, registry=self.registry))
         self.days_saved: list[dt.date] = []
 
     def upd(self, table: str, batch: pa.RecordBatch) -> None:

@@ -180,10 +180,10 @@ def _layout(buf, registry: Registry) -> tuple[Header, Schema, list[tuple[int, in
     pos += tlen + _pad(tlen)
     if pos + 8 * ncols > n:
         raise CodecError(f"message truncated in its column lengths ({n} bytes)")
-    lengths = np.frombuffer(buf, dtype="<u8", count=ncols, offset=pos)
+    lengths = _lengths(ncols).unpack_from(buf, pos)
     pos += 8 * ncols
     spans = []
-    for ln in lengths.tolist():
+    for ln in lengths:
         spans.append((pos, ln))
         pos += ln + _pad(ln)
         if pos > n:
@@ -193,10 +193,29 @@ def _layout(buf, registry: Registry) -> tuple[Header, Schema, list[tuple[int, in
     return Header(schema.name, nrows, feed, fseq), schema, spans
 
 
-def _check_offsets(off: np.ndarray, datalen: int, what: str) -> None:
+_LENGTHS: dict[int, struct.Struct] = {}
+_PAIR = struct.Struct("<ii")
+
+
+def _lengths(ncols: int) -> struct.Struct:
+    s = _LENGTHS.get(ncols)
+    if s is None:
+        s = _LENGTHS[ncols] = struct.Struct(f"<{ncols}Q")
+    return s
+
+
+def _offsets(buf, start: int, count: int, datalen: int, what: str) -> None:
+    """`count` i32 offsets at `start` must run from 0 up to `datalen` without going back.
+    Two offsets (one string: the single-row case) are checked without numpy."""
+    if count == 2:
+        a, b = _PAIR.unpack_from(buf, start)
+        if a != 0 or b != datalen:
+            raise CodecError(f"{what}: offsets must run from 0 to {datalen}")
+        return
+    off = np.frombuffer(buf, "<i4", count, start)
     if off[0] != 0 or off[-1] != datalen:
         raise CodecError(f"{what}: offsets must run from 0 to {datalen}")
-    if len(off) > 2 and (np.diff(off) < 0).any():
+    if count > 2 and (np.diff(off) < 0).any():
         raise CodecError(f"{what}: offsets go backwards")
 
 
@@ -204,14 +223,15 @@ def validate(buf: bytes | memoryview, registry: Registry) -> Header:
     """Check a message fully against its table's schema; raise CodecError saying what is wrong."""
     head, schema, spans = _layout(buf, registry)
     nrows = head.nrows
-    for col, (start, ln) in zip(schema.columns, spans):
-        what = f"table {schema.name!r} column {col.name!r}"
-        if col.dtype is not None:
-            if ln != nrows * col.dtype.itemsize:
-                raise CodecError(f"{what}: {ln} bytes for {nrows} rows of {col.type}")
-            if col.type == "bool" and nrows and np.frombuffer(buf, "u1", nrows, start).max() > 1:
-                raise CodecError(f"{what}: bool values must be 0 or 1")
-        elif col.type == "symbol":
+    for (name, typ, item), (start, ln) in zip(schema.plan, spans):
+        if item:
+            if ln != nrows * item:
+                raise CodecError(f"table {schema.name!r} column {name!r}: {ln} bytes for {nrows} rows of {typ}")
+            if typ == "bool" and nrows and np.frombuffer(buf, "u1", nrows, start).max() > 1:
+                raise CodecError(f"table {schema.name!r} column {name!r}: bool values must be 0 or 1")
+            continue
+        what = f"table {schema.name!r} column {name!r}"
+        if typ == "symbol":
             if ln < 12:
                 raise CodecError(f"{what}: symbol section of {ln} bytes is too short")
             ndict, _ = _SYMHEAD.unpack_from(buf, start)
@@ -220,25 +240,21 @@ def validate(buf: bytes | memoryview, registry: Registry) -> Header:
             head_len = 8 + 4 * (ndict + 1)
             if head_len + 4 * nrows > ln:
                 raise CodecError(f"{what}: section of {ln} bytes too short for {ndict} syms, {nrows} rows")
-            off = np.frombuffer(buf, "<i4", ndict + 1, start + 8)
-            datalen = int(off[-1])
+            datalen = _U32.unpack_from(buf, start + 8 + 4 * ndict)[0]
             if head_len + datalen + _pad(datalen, 4) + 4 * nrows != ln:
                 raise CodecError(f"{what}: section length {ln} does not match its contents")
-            _check_offsets(off, datalen, what)
+            _offsets(buf, start + 8, ndict + 1, datalen, what)
             _utf8(buf, start + head_len, datalen, what)
-            if nrows:
-                codes = np.frombuffer(buf, "<u4", nrows, start + ln - 4 * nrows)
-                if nrows == 1:
-                    if int(codes[0]) >= ndict:
-                        raise CodecError(f"{what}: symbol code out of range")
-                elif int(codes.max()) >= ndict:
-                    raise CodecError(f"{what}: symbol codes out of range (dictionary of {ndict})")
+            if nrows == 1:
+                if _U32.unpack_from(buf, start + ln - 4)[0] >= ndict:
+                    raise CodecError(f"{what}: symbol code out of range")
+            elif nrows and int(np.frombuffer(buf, "<u4", nrows, start + ln - 4 * nrows).max()) >= ndict:
+                raise CodecError(f"{what}: symbol codes out of range (dictionary of {ndict})")
         else:  # string
             if ln < 4 * (nrows + 1):
                 raise CodecError(f"{what}: string section too short for {nrows} rows")
-            off = np.frombuffer(buf, "<i4", nrows + 1, start)
             datalen = ln - 4 * (nrows + 1)
-            _check_offsets(off, datalen, what)
+            _offsets(buf, start, nrows + 1, datalen, what)
             _utf8(buf, start + 4 * (nrows + 1), datalen, what)
     return head
 

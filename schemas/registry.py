@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import tomllib
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +52,11 @@ class Column:
 class Schema:
     name: str
     columns: tuple[Column, ...]
+
+    @cached_property
+    def plan(self) -> tuple[tuple[str, str, int], ...]:
+        """(name, type, item size or 0 for variable width) per column: the codec's hot loop."""
+        return tuple((c.name, c.type, c.dtype.itemsize if c.dtype is not None else 0) for c in self.columns)
 
     @property
     def names(self) -> list[str]:

@@ -1,0 +1,309 @@
+"""tickstack: run the stack, push and query data, inspect and fix logs, benchmark.
+
+    tickstack run                         # the whole stack with the simulated feed, until Ctrl-C
+    tickstack start|stop|status [PROC]    # tp rdb hdb feed, detached under --home
+    tickstack query "select ..."          # SQL over today (rdb), history (hdb) or both (all)
+"""
+from __future__ import annotations
+
+import datetime as dt
+import importlib
+import json
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from ops import procs
+from ops.config import ConfigError, load
+
+
+def _fail(msg: str) -> None:
+    raise click.ClickException(msg)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), envvar="TICKSTACK_CONFIG",
+              help="TOML config (default: embedded defaults).")
+@click.option("--home", type=click.Path(file_okay=False), envvar="TICKSTACK_HOME",
+              help="Where the stack keeps logs, history, pid files (default ~/.tickstack).")
+@click.pass_context
+def cli(ctx, config_path, home):
+    """kdb+-style tick infrastructure: tickerplant, RDB, HDB on Parquet + DuckDB."""
+    try:
+        ctx.obj = load(config_path, home)
+    except ConfigError as e:
+        _fail(str(e))
+    ctx.meta["config_path"] = config_path
+
+
+PROC = click.Choice(procs.ORDER)
+
+
+@cli.command()
+@click.argument("names", nargs=-1, type=PROC)
+@click.pass_context
+def start(ctx, names):
+    """Start processes (default: tp rdb hdb feed)."""
+    try:
+        done = procs.start(ctx.obj, list(names) or None, ctx.meta["config_path"])
+    except procs.ProcError as e:
+        _fail(str(e))
+    click.echo(f"started: {' '.join(done) or 'nothing (already running)'}  home: {ctx.obj.root}")
+
+
+@cli.command()
+@click.argument("names", nargs=-1, type=PROC)
+@click.pass_obj
+def stop(cfg, names):
+    """Stop processes (default: all), cleanly, in reverse order."""
+    done = procs.stop(cfg, list(names) or None)
+    click.echo(f"stopped: {' '.join(done) or 'nothing was running'}")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="name, pid, state and the TP's log file as JSON")
+@click.pass_obj
+def status(cfg, as_json):
+    """Which processes run, with their pids and the TP's current log."""
+    rows = procs.status(cfg)
+    if as_json:
+        click.echo(procs.to_json(rows))
+        return
+    for r in rows:
+        extra = f"  log={r['log']} seq={r['seq']}" if "log" in r else ""
+        click.echo(f"{r['name']:5} {r['state']:12} {r['pid'] or '-':>8}{extra}")
+
+
+@cli.command()
+@click.option("--seconds", type=float, help="Stop after this long (default: until Ctrl-C).")
+@click.option("--syms", type=int, help="Simulated symbols (default from config).")
+@click.option("--rate", type=float, help="Simulated ticks per second (default from config).")
+@click.pass_context
+def run(ctx, seconds, syms, rate):
+    """The whole stack with the simulated feed, in the foreground."""
+    cfg = ctx.obj
+    feed = ["sim"] + (["--syms", str(syms)] if syms else []) + (["--rate", str(rate)] if rate else [])
+    try:
+        procs.start(cfg, None, ctx.meta["config_path"], {"feed": feed})
+    except procs.ProcError as e:
+        procs.stop(cfg)
+        _fail(str(e))
+    click.echo(f"tickstack running, home {cfg.root}; try in another shell:\n"
+               f"  tickstack query \"select sym, count(*), avg(price) from trade group by sym\"\n"
+               f"Ctrl-C stops.")
+    end = time.monotonic() + seconds if seconds else None
+    try:
+        while end is None or time.monotonic() < end:
+            time.sleep(min(2.0, max(0.0, end - time.monotonic())) if end else 2.0)
+            click.echo(_summary(cfg))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        procs.stop(cfg)
+        click.echo("stopped")
+
+
+def _summary(cfg) -> str:
+    from hdb.server import query
+    parts = []
+    try:
+        t = query(cfg.rdb.query, "select (select count(*) from trade) as trades, "
+                                 "(select count(*) from quote) as quotes", timeout=2).table.to_pylist()[0]
+        parts.append(f"rdb trades={t['trades']} quotes={t['quotes']}")
+    except Exception as e:  # noqa: BLE001 - a status line, not a failure
+        parts.append(f"rdb: {e}")
+    for r in procs.status(cfg):
+        if r["state"] != "running":
+            parts.append(f"{r['name']} {r['state']}!")
+    return "  ".join(parts)
+
+
+@cli.command()
+@click.argument("table")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--batch", default=100_000, show_default=True, help="Rows per message.")
+@click.pass_obj
+def publish(cfg, table, file, batch):
+    """Push the rows of a CSV or Parquet FILE into TABLE through the tickerplant."""
+    from ops.publish import PublishError, publish_file
+    try:
+        rows = publish_file(cfg, table, Path(file), batch)
+    except PublishError as e:
+        _fail(str(e))
+    click.echo(f"published {rows} rows to {table}")
+
+
+@cli.command()
+@click.argument("sql")
+@click.option("--source", type=click.Choice(["rdb", "hdb", "all", "questdb"]), default="rdb", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "parquet"]), default="table",
+              show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), help="Write to a file instead of stdout.")
+@click.option("--timeout", type=float, default=300.0, show_default=True)
+@click.pass_obj
+def query(cfg, sql, source, fmt, out, timeout):
+    """Run read-only SQL over today (rdb), history (hdb), both (all) or QuestDB."""
+    from ops.output import QueryFailed, run_query, write
+    try:
+        table = run_query(cfg, sql, source, timeout)
+    except QueryFailed as e:
+        _fail(str(e))
+    write(table, fmt, out)
+
+
+@cli.command()
+@click.argument("table")
+@click.option("--sym", "syms", multiple=True, help="Only these syms (repeatable).")
+@click.option("--count", type=int, help="Stop after this many rows.")
+@click.pass_obj
+def subscribe(cfg, table, syms, count):
+    """Print TABLE's rows as they arrive (the whole day first, then live)."""
+    from tickerplant.subscriber import EndOfDay, Subscriber
+    try:
+        sub = Subscriber(cfg, [table], syms=syms or None)
+    except KeyError as e:
+        _fail(str(e.args[0]))
+    seen = 0
+    header = False
+    for ev in sub:
+        if isinstance(ev, EndOfDay):
+            click.echo(f"# end of day {ev.date}")
+            continue
+        rows = ev.batch.to_pylist()
+        if not header:
+            click.echo(",".join(rows[0].keys()) if rows else "")
+            header = True
+        for r in rows[: (count - seen) if count else None]:
+            click.echo(",".join(str(v) for v in r.values()))
+        seen += len(rows)
+        if count and seen >= count:
+            break
+
+
+@cli.command()
+@click.option("--date", "day", type=click.DateTime(["%Y-%m-%d"]), help="The day to rebuild (with --from-log).")
+@click.option("--from-log", "from_log", type=click.Path(exists=True, dir_okay=False),
+              help="Rebuild the day's history from this TP log (when the RDB was lost).")
+@click.pass_obj
+def eod(cfg, day, from_log):
+    """End the day now; or rebuild a day's history from a TP log."""
+    if from_log:
+        from hdb.eod import rebuild_from_log
+        rows = rebuild_from_log(cfg.hdb_dir, Path(from_log), cfg.registry(), day.date() if day else None)
+        click.echo(f"rebuilt {', '.join(f'{t}: {n} rows' for t, n in rows.items()) or 'nothing'}")
+        return
+    if day:
+        _fail("--date goes with --from-log; to end today's day now, run `tickstack eod` alone")
+    from tickerplant.ctl import Unreachable, request
+    try:
+        r = request(cfg.tickerplant.ctl, "eod")
+    except Unreachable as e:
+        _fail(str(e))
+    click.echo(f"ended {r['ended']}; the tickerplant is now on {r['date']}")
+
+
+@cli.group("log")
+def log_group():
+    """Check, repair and replay tickerplant logs."""
+
+
+@log_group.command("check")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--json", "as_json", is_flag=True)
+def log_check(file, as_json):
+    """Valid record count and the offset of the first bad byte (exit 1 if damaged)."""
+    from tickerplant.log import check
+    r = check(file)
+    if as_json:
+        click.echo(json.dumps({"file": str(r.path), "date": str(r.date), "records": r.records,
+                               "last_seq": r.last_seq, "valid_bytes": r.valid_bytes, "size": r.size,
+                               "ok": r.ok, "ended": r.ended, "error": r.error}))
+    else:
+        click.echo(f"{r.path}: {r.records} valid records (last seq {r.last_seq}), "
+                   f"{r.valid_bytes} of {r.size} bytes valid" + ("; day ended" if r.ended else ""))
+        if not r.ok:
+            click.echo(f"first bad byte at offset {r.valid_bytes}: {r.error}\n"
+                       f"fix: tickstack log repair {file}")
+    sys.exit(0 if r.ok else 1)
+
+
+@log_group.command("repair")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", type=click.Path(dir_okay=False), help="Default: FILE.repaired (FILE is kept).")
+def log_repair(file, out):
+    """Keep the valid prefix, salvage valid records after a corrupt region, write a new file."""
+    from tickerplant.log import LogError, repair
+    try:
+        r = repair(file, out)
+    except LogError as e:
+        _fail(str(e))
+    click.echo(f"wrote {r.out}: kept {r.kept}, salvaged {r.salvaged}, dropped {r.dropped_bytes} bytes"
+               + (f"; lost original seqs {r.gaps}" if r.gaps else "") + f". The original {file} is unchanged.")
+
+
+@log_group.command("replay")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--table", "tables", multiple=True, help="Only these tables (repeatable).")
+@click.option("--first", type=int, help="Only the first N records.")
+@click.option("--sql", help="Load into an in-process RDB and run this query instead of printing rows.")
+@click.pass_obj
+def log_replay(cfg, file, tables, first, sql):
+    """Stream a log's rows out as CSV, or load them into an RDB and query them."""
+    from tickerplant.replay import replay, replay_into
+    reg = cfg.registry()
+    if sql:
+        from hdb.sql import Engine, QueryError
+        from ops.output import write
+        from rdb.store import Store
+        store = Store(reg)
+        try:
+            rows = replay_into(store, file, reg, tables or None, first, progress=True)
+        except ValueError as e:
+            click.echo(f"warning: {e}", err=True)
+        try:
+            write(Engine(today=store.snapshot, registry=reg).query(sql).table, "table", None)
+        except QueryError as e:
+            _fail(str(e))
+        return
+    current = None
+    try:
+        for seq, table, batch in replay(file, reg, tables or None, first):
+            if table != current:
+                click.echo(f"# {table}\nseq," + ",".join(batch.schema.names))
+                current = table
+            for r in batch.to_pylist():
+                click.echo(f"{seq}," + ",".join(str(v) for v in r.values()))
+    except ValueError as e:
+        _fail(str(e))
+
+
+BENCHES = ["ingest", "latency", "replay", "eod", "query", "itch", "feed"]
+
+
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.argument("name", type=click.Choice(BENCHES))
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def bench(name, args):
+    """Benchmarks, each beside its same-run baseline (ARGS go to the benchmark; try -h)."""
+    importlib.import_module(f"ops.bench.{name}").main(list(args))
+
+
+def _attach(module: str, attr: str) -> None:
+    try:
+        cli.add_command(getattr(importlib.import_module(module), attr))
+    except ImportError as e:  # a half-installed checkout should still run the rest
+        print(f"tickstack: {module} unavailable ({e})", file=sys.stderr)
+
+
+_attach("feedhandlers.cli", "feed")
+_attach("hdb.cli", "hdb")
+
+
+def main() -> None:
+    cli(prog_name="tickstack")
+
+
+if __name__ == "__main__":
+    main()
