@@ -123,16 +123,25 @@ def _summary(cfg) -> str:
 @cli.command()
 @click.argument("table")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
-@click.option("--batch", default=100_000, show_default=True, help="Rows per message.")
 @click.pass_obj
-def publish(cfg, table, file, batch):
-    """Push the rows of a CSV or Parquet FILE into TABLE through the tickerplant."""
-    from ops.publish import PublishError, publish_file
+def publish(cfg, table, file):
+    """Push the rows of a CSV or Parquet FILE into TABLE through the tickerplant, as fast as it
+    takes them, in file order. Bad rows are reported and skipped; good rows all go."""
+    from feedhandlers.replay import ReplayError, replay_file
     try:
-        rows = publish_file(cfg, table, Path(file), batch)
-    except PublishError as e:
+        cfg.registry()[table]
+        res = replay_file(cfg, file, table, order="keep", progress=True, timeout=60)
+    except KeyError as e:
+        _fail(str(e.args[0]))
+    except ReplayError as e:
         _fail(str(e))
-    click.echo(f"published {rows} rows to {table}")
+    rep = res.report
+    for err in rep.errors:
+        click.echo(f"skipped: {err}", err=True)
+    if not res.acked:
+        _fail(f"sent {res.published} rows but the tickerplant did not confirm them all within 60s: "
+              "is it running? (`tickstack status`)")
+    click.echo(f"published {res.published} rows to {table}" + (f"; {rep.bad_rows} bad rows skipped" if rep.bad_rows else ""))
 
 
 @cli.command()
