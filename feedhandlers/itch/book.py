@@ -31,13 +31,15 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from feedhandlers.itch.parser import Parsed, parse
+from feedhandlers.itch.parser import TRUNCATED, Parsed, parse
 from feedhandlers.itch.spec import timestamps
 
 NEW_YORK = ZoneInfo("America/New_York")
 PRICE_SCALE = 1e4
 _NONE_ASK = np.int64(1 << 32)  # asks are ranked by (2**32 - price): 0 means "no ask"
 _EMPTY_I8 = np.empty(0, np.int64)
+MIN_WINDOW = 1 << 17  # bytes parsed at a time by iter_itch_batches; > the longest frame
+_ADD, _EXEC, _EXEC_PX, _CANCEL, _KILL = range(5)  # order event kinds
 
 
 def midnight_utc_ns(date: dt.date | str) -> int:
@@ -143,7 +145,8 @@ def rebuild(p: Parsed, midnight_ns: int, state: BookState | None = None,
     A, F, U = p["A"], p["F"], p["U"]
     ncarry = len(state.ref)
 
-    # 1. Orders: carried ones (message -1), adds, replacements' new halves.
+    # 1. Orders: carried ones (message -1), adds, replacements' new halves. A reference
+    # number names the latest order created with it before a message (unique in real data).
     c_ref = np.concatenate([state.ref, _u8(A["order_reference_number"]),
                             _u8(F["order_reference_number"]), _u8(U["new_order_reference_number"])])
     c_msg = np.concatenate([np.full(ncarry, -1, np.int64), p.index["A"], p.index["F"],
@@ -155,52 +158,82 @@ def rebuild(p: Parsed, midnight_ns: int, state: BookState | None = None,
     c_price = np.concatenate([state.price, A["price"], F["price"], U["price"]]).astype(np.int64)
     c_shares = np.concatenate([state.shares, A["shares"], F["shares"], U["shares"]]).astype(np.int64)
     ncre = len(c_ref)
-    by_ref = np.argsort(c_ref, kind="stable")
-    sorted_ref = c_ref[by_ref]
+    by_ref = np.lexsort((c_msg, c_ref))
+    s_ref, s_msg = c_ref[by_ref], c_msg[by_ref]
 
     def order_of(refs: np.ndarray, msg: np.ndarray) -> np.ndarray:
-        """Creating row of each referenced order, -1 if unknown or not created before msg."""
+        """Row of the latest order created with each ref before msg; -1 if none."""
         if ncre == 0:
             return np.full(len(refs), -1, np.int64)
-        i = np.minimum(np.searchsorted(sorted_ref, refs), ncre - 1)
-        row = by_ref[i]
-        ok = (sorted_ref[i] == refs) & (c_msg[row] < msg)
-        return np.where(ok, row, -1)
+        i = np.searchsorted(s_ref, refs, side="right") - 1
+        while True:  # step back over creations at/after msg: only a reused ref needs this
+            j = np.maximum(i, 0)
+            later = (i >= 0) & (s_ref[j] == refs) & (s_msg[j] >= msg)
+            if not later.any():
+                break
+            i[later] -= 1
+        j = np.maximum(i, 0)
+        return np.where((i >= 0) & (s_ref[j] == refs), by_ref[j], -1)
 
     u_rows = np.arange(ncre - len(U), ncre)
     u_parent = order_of(_u8(U["original_order_reference_number"]), p.index["U"])
     parent = np.arange(ncre + 1)  # the extra last row stands for "unknown order"
     parent[u_rows] = np.where(u_parent >= 0, u_parent, ncre)
     root = _roots(parent)[:ncre]
-    c_known = root < ncre
-    c_bid = np.where(c_known, np.append(c_bid, False)[root], False)
+    # A replacement keeps its original's stock and side, through any chain of replaces.
+    c_bid = np.append(c_bid, False)[root]
+    c_loc = np.append(c_loc, 0)[root]
 
     E, C, X, D = p["E"], p["C"], p["X"], p["D"]
-    KILL = np.int64(-1 << 40)  # placeholder delta: "remove what is left"
-    ev_row = np.concatenate([np.arange(ncre), order_of(_u8(E["order_reference_number"]), p.index["E"]),
-                             order_of(_u8(C["order_reference_number"]), p.index["C"]),
-                             order_of(_u8(X["order_reference_number"]), p.index["X"]),
-                             order_of(_u8(D["order_reference_number"]), p.index["D"]), u_parent])
-    ev_msg = np.concatenate([c_msg, p.index["E"], p.index["C"], p.index["X"], p.index["D"],
-                             p.index["U"]]).astype(np.int64)
-    ev_delta = np.concatenate([c_shares, -E["executed_shares"].astype(np.int64),
-                               -C["executed_shares"].astype(np.int64),
-                               -X["cancelled_shares"].astype(np.int64),
-                               np.full(len(D) + len(U), KILL)])
-    ok = ev_row >= 0
-    ok[ok] &= c_known[ev_row[ok]]
-    ev_row, ev_msg, ev_delta = ev_row[ok], ev_msg[ok], ev_delta[ok]
-    o = np.lexsort((ev_msg, ev_row))
-    ev_row, ev_msg, ev_delta = ev_row[o], ev_msg[o], ev_delta[o]
-    kill = ev_delta == KILL
-    new_order = np.ones(len(ev_row), bool)
-    new_order[1:] = ev_row[1:] != ev_row[:-1]
-    left = _group_cumsum(np.where(kill, 0, ev_delta), new_order)
-    ev_delta = np.where(kill, -left, ev_delta)
-    left = _group_cumsum(ev_delta, new_order)  # shares left after each event
+    # Every order event: (order row, message, shares taken, kind, position in its type's array)
+    ev_row0 = np.concatenate([np.arange(ncre), order_of(_u8(E["order_reference_number"]), p.index["E"]),
+                              order_of(_u8(C["order_reference_number"]), p.index["C"]),
+                              order_of(_u8(X["order_reference_number"]), p.index["X"]),
+                              order_of(_u8(D["order_reference_number"]), p.index["D"]), u_parent])
+    ev_msg0 = np.concatenate([c_msg, p.index["E"], p.index["C"], p.index["X"], p.index["D"],
+                              p.index["U"]]).astype(np.int64)
+    ev_take0 = np.concatenate([np.zeros(ncre, np.int64), E["executed_shares"], C["executed_shares"],
+                               X["cancelled_shares"], np.zeros(len(D) + len(U), np.int64)]).astype(np.int64)
+    ev_kind0 = np.repeat(np.array([_ADD, _EXEC, _EXEC_PX, _CANCEL, _KILL, _KILL], np.int8),
+                         [ncre, len(E), len(C), len(X), len(D), len(U)])
+    ev_src0 = np.concatenate([np.arange(n) for n in (ncre, len(E), len(C), len(X), len(D), len(U))])
+    u_kill = np.arange(len(ev_row0) - len(U), len(ev_row0))
 
-    # Live orders after this chunk: the last event of each order left shares, and no kill.
-    last = np.append(new_order[1:], True)
+    # An order lives from its creation (with shares) until it is used up, deleted or replaced;
+    # events on a dead or unknown order are ignored. A replace of a dead order creates nothing,
+    # which can kill further replaces: iterate (once in practice, chains need more on bad data).
+    known = (c_shares > 0) & (root < ncre)
+    while True:
+        keep = ev_row0 >= 0
+        keep[keep] &= known[ev_row0[keep]]
+        sel = np.flatnonzero(keep)
+        sel = sel[np.lexsort((ev_msg0[sel], ev_row0[sel]))]
+        row, kind, take = ev_row0[sel], ev_kind0[sel], ev_take0[sel]
+        new_order = np.ones(len(row), bool)
+        new_order[1:] = row[1:] != row[:-1]
+        start = np.flatnonzero(new_order)
+        init = np.repeat(c_shares[row[start]], np.diff(np.append(start, len(row))))
+        taken_before = _group_cumsum(take, new_order) - take
+        kills_before = _group_cumsum((kind == _KILL).astype(np.int64), new_order) - (kind == _KILL)
+        alive = (taken_before < init) & (kills_before == 0)
+        u_alive = np.zeros(len(ev_row0), bool)
+        u_alive[sel[alive]] = True
+        now = known.copy()
+        now[u_rows] &= u_alive[u_kill]
+        if np.array_equal(now, known):
+            break
+        known = now
+    sel, row, kind, take, init, taken_before = (x[alive] for x in (sel, row, kind, take, init,
+                                                                   taken_before))
+    have = init - taken_before  # shares the order has before the event
+    gone = np.where(kind == _KILL, have, np.minimum(take, have))
+    ev_delta = np.where(kind == _ADD, init, -gone)
+    left = np.where(kind == _ADD, init, have - gone)
+    ev_row, ev_msg = row, ev_msg0[sel]
+
+    # Live orders after this chunk: each order's last event left shares.
+    last = np.ones(len(row), bool)
+    last[:-1] = row[1:] != row[:-1]
     live = last & (left > 0)
     lr = ev_row[live]
     out_state = BookState(c_ref[lr], c_loc[lr], c_bid[lr], c_price[lr], left[live], syms, None)
@@ -217,7 +250,8 @@ def rebuild(p: Parsed, midnight_ns: int, state: BookState | None = None,
     first_of_loc = np.ones(nq, bool)
     first_of_loc[1:] = q_loc[1:] != q_loc[:-1]
     loc_start = np.flatnonzero(first_of_loc)
-    q_loc_end = np.repeat(np.append(loc_start[1:], nq), np.diff(np.append(loc_start, nq)))
+    loc_end = np.append(loc_start[1:], nq) if nq else loc_start
+    q_loc_end = np.repeat(loc_end, loc_end - loc_start)
 
     # Level changes, aggregated per (level, q).
     lkey = (ev_loc << 33) | (ev_side.astype(np.int64) << 32) | ev_price
@@ -274,8 +308,7 @@ def rebuild(p: Parsed, midnight_ns: int, state: BookState | None = None,
     prev[fl] = last_quote[q_loc[fl]]
     emit = (top != prev).any(axis=1) & (q_msg >= 0)
     if nq:
-        last_of_loc = np.append(loc_start[1:], nq) - 1
-        last_quote[q_loc[last_of_loc]] = top[last_of_loc]
+        last_quote[q_loc[loc_end - 1]] = top[loc_end - 1]
     out_state.last_quote = last_quote
 
     ts = np.zeros(p.n_messages, np.int64)
@@ -290,18 +323,20 @@ def rebuild(p: Parsed, midnight_ns: int, state: BookState | None = None,
              "ask": np.where(ask_px > 0, ask_px / PRICE_SCALE, np.nan),
              "bsize": bsize[qi], "asize": asize[qi], "msg": qm + first_message}
 
-    # Trades: E at the resting order's price, printable C at its own price, P.
-    e_row = order_of(_u8(E["order_reference_number"]), p.index["E"])
-    e_ok = e_row >= 0
-    e_ok[e_ok] &= c_known[e_row[e_ok]]
-    c_ok = C["printable"] == b"Y"
+    # Trades: E at the resting order's price, printable C at its own price, P; the size is
+    # what the order really had (a larger execution on bad data is cut to it).
+    src = ev_src0[sel]
+    is_e = (kind == _EXEC) & (gone > 0)
+    is_c = (kind == _EXEC_PX) & (gone > 0)
+    is_c[is_c] &= C["printable"][src[is_c]] == b"Y"
     P = p["P"]
-    t_msg = np.concatenate([p.index["E"][e_ok], p.index["C"][c_ok], p.index["P"]]).astype(np.int64)
-    t_loc = np.concatenate([E["stock_locate"][e_ok], C["stock_locate"][c_ok],
-                            P["stock_locate"]]).astype(np.int64)
-    t_px = np.concatenate([c_price[e_row[e_ok]], C["execution_price"][c_ok], P["price"]]).astype(np.int64)
-    t_sz = np.concatenate([E["executed_shares"][e_ok], C["executed_shares"][c_ok],
-                           P["shares"]]).astype(np.int64)
+    p_ok = P["shares"] > 0
+    t_msg = np.concatenate([ev_msg[is_e], ev_msg[is_c], p.index["P"][p_ok]]).astype(np.int64)
+    t_loc = np.concatenate([E["stock_locate"][src[is_e]], C["stock_locate"][src[is_c]],
+                            P["stock_locate"][p_ok]]).astype(np.int64)
+    t_px = np.concatenate([c_price[row[is_e]], C["execution_price"][src[is_c]],
+                           P["price"][p_ok]]).astype(np.int64)
+    t_sz = np.concatenate([gone[is_e], gone[is_c], P["shares"][p_ok]]).astype(np.int64)
     o = np.argsort(t_msg, kind="stable")
     trade = {"time": midnight_ns + ts[t_msg[o]], "sym": syms[t_loc[o]], "price": t_px[o] / PRICE_SCALE,
              "size": t_sz[o], "msg": t_msg[o] + first_message}
@@ -328,24 +363,30 @@ def itch_tables(path_or_buf, date: dt.date | str) -> dict[str, dict[str, np.ndar
     return {"quote": _strip_msg(quote), "trade": _strip_msg(trade)}
 
 
-def iter_itch_batches(path, date: dt.date | str, batch_messages: int = 1_000_000):
-    """Yield ("quote" | "trade", columns) for an ITCH 5.0 FILE, a chunk of about
-    `batch_messages` messages at a time, chunks in file order (within a chunk, its quotes
-    come before its trades; each row's order within its table is the file's). Book state
-    carries across chunks, so memory stays bounded by the chunk, not the file. Bad frames are
-    skipped (see `parse`); the parse errors are not raised here."""
+def iter_itch_batches(path, date: dt.date | str, batch_messages: int = 1_000_000,
+                      errors: dict[str, int] | None = None):
+    """Yield ("quote" | "trade", columns) for an ITCH 5.0 FILE (a path, or bytes), a chunk
+    of about `batch_messages` messages at a time, chunks in file order (within a chunk its
+    quotes come before its trades; within a table rows are in file order). Book state
+    carries across chunks, so memory is bounded by the chunk, not the file. Bad frames are
+    skipped as in `parse`; pass a dict as `errors` to have their counts added to it."""
     buf = _load(path)
     n = len(buf)
-    window = max(batch_messages * 40, 1 << 17)  # ~36 bytes/message; >= one max-length frame
+    window = max(batch_messages * 40, MIN_WINDOW)  # ~36 bytes a message
     midnight = midnight_utc_ns(date)
     state, start, first = None, 0, 0
     while start < n:
         end = min(n, start + window)
         p = parse(buf[start:end])
-        if p.consumed == 0 and end < n:  # nothing whole fitted: widen (a corrupt length field)
+        if p.consumed == 0 and end < n:  # one frame longer than the window: widen it
             window *= 2
             continue
+        if end < n:  # a frame cut by the window is not an error: the next window reads it
+            p.errors[TRUNCATED] -= int(p.consumed < end - start)
         quote, trade, state = rebuild(p, midnight, state, first)
+        if errors is not None:
+            for k, v in p.errors.items():
+                errors[k] = errors.get(k, 0) + v
         first += p.n_messages
         start = start + p.consumed if end < n else n
         if len(quote["time"]):
@@ -378,35 +419,43 @@ def reference_tables(path_or_buf, date: dt.date | str) -> dict[str, dict[str, np
     for i, t, r in msgs:
         loc, ns = r[1], (r[3] << 32) | r[4]
         if t in "AF":
+            if r[7] == 0:  # an empty order is dead at birth, but it still takes the ref
+                orders.pop(r[5], None)
+                continue
             orders[r[5]] = [loc, r[6] == b"B", r[9], r[7]]
             change(loc, r[6] == b"B", r[9], r[7])
         elif t == "P":
-            t_rows.append((ns, loc, r[9], r[7]))
+            if r[7]:
+                t_rows.append((ns, loc, r[9], r[7]))
             continue
         else:
-            ref = r[5]
-            if ref not in orders:
+            o = orders.get(r[5])
+            if o is None:
+                if t == "U":
+                    orders.pop(r[6], None)
                 continue
-            o = orders[ref]
             if t in "ECX":
-                n = r[6]
+                n = min(r[6], o[3])
                 o[3] -= n
                 change(o[0], o[1], o[2], -n)
-                if t == "E":
+                if n and t == "E":
                     t_rows.append((ns, loc, o[2], n))
-                if t == "C" and r[8] == b"Y":
+                if n and t == "C" and r[8] == b"Y":
                     t_rows.append((ns, loc, r[9], n))
-                if o[3] <= 0:
-                    del orders[ref]
+                if o[3] == 0:
+                    del orders[r[5]]
             elif t == "D":
                 change(o[0], o[1], o[2], -o[3])
-                del orders[ref]
-            else:  # U
+                del orders[r[5]]
+            else:  # U: the new order keeps the stock and side of the original
                 change(o[0], o[1], o[2], -o[3])
-                del orders[ref]
-                orders[r[6]] = [o[0], o[1], r[8], r[7]]
-                change(o[0], o[1], r[8], r[7])
-        loc = r[1]
+                del orders[r[5]]
+                if r[7]:
+                    orders[r[6]] = [o[0], o[1], r[8], r[7]]
+                    change(o[0], o[1], r[8], r[7])
+                else:
+                    orders.pop(r[6], None)
+            loc = o[0]
         bids = [k[2] for k in levels if k[0] == loc and k[1]]
         asks = [k[2] for k in levels if k[0] == loc and not k[1]]
         bb, ba = max(bids, default=0), min(asks, default=0)
