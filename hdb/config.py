@@ -9,10 +9,14 @@ class QuestDBSettings(Settings):
     ilp: str = "http::addr=127.0.0.1:9000;"   # questdb client conf string (ILP over HTTP)
     pg: str = "host=127.0.0.1 port=8812 user=admin password=quest dbname=qdb"
     retries: int = Field(3, ge=0)
+    backoff_s: float = Field(1.0, ge=0)       # first retry wait; doubles each attempt
+    chunk_rows: int = Field(500_000, ge=1)    # rows per ILP/HTTP request (one transaction each)
+    timestamp_type: str = "TIMESTAMP_NS"      # QuestDB >= 9.1; "TIMESTAMP" (micros) for older
 
 
 class HdbSettings(Settings):
     query: str = "tcp://127.0.0.1:5030"    # REP: read-only SQL over history
     query_timeout_s: float = Field(300.0, gt=0)
     max_rows: int = Field(1_000_000, ge=1)
+    workers: int = Field(2, ge=1)          # queries served at once
     questdb: QuestDBSettings = QuestDBSettings()
