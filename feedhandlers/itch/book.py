@@ -4,9 +4,12 @@ Order book rebuild without a Python step per message:
 
 1. Orders. Every order is created by an add (A/F) or by a replace (U, new reference number);
    each E/C/X/D/U refers to one by reference number (unique for the day), found with one
-   sorted search. A replaced order inherits its side through the chain of replaces (pointer
-   doubling). Each order's remaining shares is a grouped cumulative sum of its events in file
-   order, which gives a delete (or the replaced half of a U) its size.
+   sorted search. A replaced order inherits its stock and side through the chain of replaces
+   (pointer doubling). Each order's remaining shares is a grouped cumulative sum of its events
+   in file order, which gives a delete (or the replaced half of a U) its size.
+   Bad data has defined, tested results: an execution or cancel larger than the order is cut
+   to what it has, events on unknown or finished orders are ignored, and a reused reference
+   number names its latest order (exactly what `reference_tables` does, message by message).
 2. Price levels. Each order event changes one (stock, side, price) level; a grouped cumsum
    gives every level's size after every change, hence the message ranges over which the
    level is alive (size > 0).
@@ -242,9 +245,19 @@ def rebuild(p: Parsed, midnight_ns: int, state: BookState | None = None,
     ev_loc = c_loc[ev_row]
     ev_side = c_bid[ev_row]
     ev_price = c_price[ev_row]
-    qkey = (ev_loc << 40) | (ev_msg + 1)
-    qkeys, ev_q = np.unique(qkey, return_inverse=True)
+    # A message touches one stock (a replace keeps its original's), and carried orders form
+    # one pseudo-message per stock: so q ids come from a sort of messages, not of events.
+    real = ev_msg >= 0
+    msg_loc = np.full(p.n_messages, -1, np.int64)
+    msg_loc[ev_msg[real]] = ev_loc[real]
+    touched = np.flatnonzero(msg_loc >= 0)
+    qkeys = np.concatenate([np.unique(ev_loc[~real]) << 40, (msg_loc[touched] << 40) | (touched + 1)])
+    qkeys.sort()
     nq = len(qkeys)
+    q_of = np.zeros(p.n_messages + 65536, np.int64)  # message -> q, then stock -> pseudo q
+    qm_all = (qkeys & ((1 << 40) - 1)) - 1
+    q_of[np.where(qm_all >= 0, qm_all, p.n_messages + (qkeys >> 40))] = np.arange(nq)
+    ev_q = q_of[np.where(real, ev_msg, p.n_messages + ev_loc)]
     q_loc = qkeys >> 40
     q_msg = (qkeys & ((1 << 40) - 1)) - 1
     first_of_loc = np.ones(nq, bool)
@@ -287,15 +300,17 @@ def rebuild(p: Parsed, midnight_ns: int, state: BookState | None = None,
     ask_rank = _range_max(nq, on_q[~isb], off[~isb], _NONE_ASK - on_price[~isb])
     best_ask = np.where(ask_rank > 0, _NONE_ASK - ask_rank, 0)
 
+    stamp = lid.astype(np.int64) * (nq + 1) + lq  # level changes, sorted by (level, q)
+
     def size_at(side: int, price: np.ndarray) -> np.ndarray:
-        has = price > 0
+        """Size of the (stock of q, side, price) level after each q; 0 for price 0."""
+        if len(level_keys) == 0:
+            return np.zeros(nq, np.int64)
         key = (q_loc << 33) | (side << 32) | price
-        i = np.minimum(np.searchsorted(level_keys, key), max(len(level_keys) - 1, 0))
-        found = has & (len(level_keys) > 0)
-        found &= level_keys[i] == key if len(level_keys) else found
-        stamp = lid.astype(np.int64) * (nq + 1) + lq
+        i = np.minimum(np.searchsorted(level_keys, key), len(level_keys) - 1)
+        found = (price > 0) & (level_keys[i] == key)
         j = np.searchsorted(stamp, i.astype(np.int64) * (nq + 1) + np.arange(nq), side="right") - 1
-        return np.where(found & (j >= 0), lsize[np.maximum(j, 0)] if len(lsize) else 0, 0)
+        return np.where(found & (j >= 0), lsize[np.maximum(j, 0)], 0)
 
     bsize = size_at(1, best_bid)
     asize = size_at(0, best_ask)
@@ -357,7 +372,8 @@ def _load(path_or_buf):
 
 def itch_tables(path_or_buf, date: dt.date | str) -> dict[str, dict[str, np.ndarray]]:
     """{"quote": columns, "trade": columns} of a whole ITCH 5.0 FILE (path or bytes), in
-    file order, shaped for tickstack's `quote` and `trade` tables."""
+    file order, shaped for tickstack's `quote` and `trade` tables. Memory grows with the file
+    (~100 bytes a message): stream a full day with `iter_itch_batches` instead."""
     p = parse(_load(path_or_buf))
     quote, trade, _ = rebuild(p, midnight_utc_ns(date))
     return {"quote": _strip_msg(quote), "trade": _strip_msg(trade)}
