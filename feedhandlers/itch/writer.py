@@ -72,6 +72,7 @@ class _Tape:
 
 def _directory(tape: _Tape, syms, ns: int) -> None:
     for loc, s in enumerate(syms, 1):
+        ns += 4
         tape.add("R", loc, ns, _pad(s, 8), b"Q", b"N", 100, b"N", b"C", b"Z ", b"P", b"N", b"N",
                  b"1", b"N", 0, b"N")
         tape.add("H", loc, ns + 1, _pad(s, 8), b"T", b" ", b"    ")
