@@ -40,6 +40,24 @@ def utc_day(ns: np.ndarray) -> np.ndarray:
     return np.asarray(ns, dtype="int64").astype("datetime64[ns]").astype("datetime64[D]")
 
 
+def trading_day(roll: str = "00:00", tz: str = "UTC") -> Callable[[np.ndarray], np.ndarray]:
+    """The tickerplant's day rule, vectorised: with a roll at 17:00 New York, day D runs from
+    D-1 17:00 to D 17:00 local time (as tickerplant/clock.py); "00:00" is the local date."""
+    h, m = map(int, roll.split(":"))
+    roll_ns = (h * 3600 + m * 60) * 1_000_000_000
+
+    def day_of(ns: np.ndarray) -> np.ndarray:
+        utc = pa.array(np.asarray(ns, dtype="int64"), pa.timestamp("ns", "UTC"))
+        local = np.asarray(pc.local_timestamp(pc.cast(utc, pa.timestamp("ns", tz)))
+                           .cast(pa.int64()))
+        day = local.astype("datetime64[ns]").astype("datetime64[D]")
+        if roll_ns:
+            tod = local - day.astype("datetime64[ns]").astype(np.int64)
+            day = day + (tod >= roll_ns).astype("timedelta64[D]")
+        return day
+    return day_of
+
+
 def _first_bad(col: pa.Array, typ: pa.DataType) -> str:
     """The first value of a string column that does not cast to `typ` (for the error text);
     found by bisection, so O(log n) casts instead of one per row."""

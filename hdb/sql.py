@@ -233,6 +233,8 @@ class Engine:
             tbl = snap.get(t)
             if tbl is None:
                 tbl = self.registry[t].arrow.empty_table()
+            elif "date" in tbl.column_names:   # e.g. a snapshot fetched from an RDB's views
+                tbl = tbl.drop_columns(["date"])
             cur.con.register(f"_rdb_{t}", tbl)
         if day != cur.day:
             d = _quote(day.isoformat())

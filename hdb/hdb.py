@@ -1,0 +1,45 @@
+"""The HDB process as a library: read-only SQL over the Parquet history on `cfg.hdb.query`.
+
+The engine's views glob `<hdb>/<table>/date=*/*.parquet` at every query, so a day written by
+EOD (or a backfill) is visible to the next query without a restart, and a partition replaced
+atomically is read either whole-old or whole-new.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+
+from hdb.server import QueryServer
+from hdb.sql import Engine
+
+log = logging.getLogger(__name__)
+
+
+class Hdb:
+    def __init__(self, cfg):
+        self.cfg = cfg
+        cfg.hdb_dir.mkdir(parents=True, exist_ok=True)
+        self.engine = Engine(hdb_dir=cfg.hdb_dir, timeout_s=cfg.hdb.query_timeout_s,
+                             max_rows=cfg.hdb.max_rows, registry=cfg.registry())
+        self.server = QueryServer(cfg.hdb.query, self.engine, workers=cfg.hdb.workers)
+        self._stop = threading.Event()
+
+    def start(self) -> "Hdb":
+        self.server.start()
+        log.info("hdb: serving %s on %s", self.cfg.hdb_dir, self.server.endpoint)
+        return self
+
+    def stop(self) -> None:
+        """Ask run() to finish (safe from a signal handler)."""
+        self._stop.set()
+
+    def run(self) -> None:
+        """Serve until stop(); then close the sockets and the engine."""
+        self.start()
+        try:
+            while not self._stop.wait(1.0):
+                pass
+        finally:
+            self.server.stop()
+            self.engine.close()
+            log.info("hdb: stopped (%s)", dict(self.server.stats))
