@@ -11,9 +11,11 @@ Two steps, both vectorized:
    candidate inside a payload never lies on it: the chain only visits where a length says
    the next message starts). The chain is enumerated by pointer doubling (log2(n) numpy
    gathers of n int32), a chunk of the buffer at a time to bound memory. A Python step is
-   taken only at a bad frame (unknown type, wrong length, truncated tail): one per error.
-2. Decoding. A strided structured view puts "a record of type T" at every byte; indexing it
-   with the payload offsets of T's messages copies each record with one memcpy.
+   taken only at a bad frame (unknown type, wrong length, truncated tail): one per error,
+   plus ~2*log2(n) numpy calls to restart the chain after it.
+2. Decoding. A strided view of raw T-sized records (a void dtype) puts one at every byte;
+   indexing it with the payload offsets of T's messages copies each record as one block,
+   and the copy is then viewed with T's named big-endian fields (spec.DTYPES).
 
 `Parsed.errors` counts bad input by kind; nothing good is dropped: a bad frame whose length
 field is readable is skipped by that length and parsing goes on; a truncated tail stops it
