@@ -1,0 +1,192 @@
+"""EOD writer: files any reader can read back as the input sorted by (sym, time); atomic and
+idempotent partitions, also under kill -9; rebuild from a tickerplant log."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from hdb_testdata import DAY, make_quotes, make_trades, sorted_by_sym_time
+
+from hdb.eod import EodError, list_partitions, rebuild_from_log, save_day
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def part_dir(hdb, table="trade", day=DAY) -> Path:
+    return Path(hdb) / table / f"date={day}"
+
+
+def as_plain(t: pa.Table) -> pa.Table:
+    return t.select(["time", "sym", "price", "size"]).cast(pa.schema(
+        [("time", pa.timestamp("ns")), ("sym", pa.string()), ("price", pa.float64()), ("size", pa.int64())]))
+
+
+@pytest.mark.parametrize("time_sorted", [True, False])
+def test_readers_get_the_input_sorted(tmp_path, registry, time_sorted):
+    src = make_trades(50_000, nsyms=37, time_sorted=time_sorted)
+    assert save_day(tmp_path, DAY, {"trade": src}, registry, progress=False) == {"trade": 50_000}
+    want = sorted_by_sym_time(src)
+    glob = str(tmp_path / "trade" / "*" / "*.parquet")
+
+    by_duck = duckdb.sql(f"SELECT time, sym, price, size, date FROM read_parquet('{glob}', "
+                         "hive_partitioning=true)").to_arrow_table()
+    assert set(by_duck.column("date").to_pylist()) == {DAY}
+    assert as_plain(by_duck).equals(as_plain(want))
+
+    by_arrow = pq.read_table(part_dir(tmp_path))
+    assert by_arrow.schema.field("time").type == pa.timestamp("ns")
+    assert pa.types.is_dictionary(by_arrow.schema.field("sym").type)
+    assert as_plain(by_arrow).equals(as_plain(want))
+
+    by_polars = pl.read_parquet(glob, hive_partitioning=True).select(["time", "sym", "price", "size"])
+    assert as_plain(by_polars.to_arrow()).equals(as_plain(want))
+
+
+def test_file_layout_prunes_by_sym(tmp_path, registry):
+    src = make_trades(600_000, nsyms=20)
+    save_day(tmp_path, DAY, {"trade": src}, registry, progress=False)
+    f = pq.ParquetFile(part_dir(tmp_path) / "part-0.parquet")
+    md = f.metadata
+    assert md.num_row_groups > 4
+    col = {md.schema.column(i).name: i for i in range(md.num_columns)}
+    rg = md.row_group(0)
+    assert rg.column(col["price"]).compression == "ZSTD"
+    assert "RLE_DICTIONARY" in rg.column(col["sym"]).encodings or "PLAIN_DICTIONARY" in rg.column(col["sym"]).encodings
+    assert [(s.column_index, s.descending) for s in rg.sorting_columns] == [(col["sym"], False), (col["time"], False)]
+    # every sym is found in at most 3 row groups by the min/max statistics alone
+    for sym in ["S000", "S007", "S019"]:
+        hits = sum(1 for i in range(md.num_row_groups)
+                   if md.row_group(i).column(col["sym"]).statistics.min <= sym
+                   <= md.row_group(i).column(col["sym"]).statistics.max)
+        assert 1 <= hits <= 3, (sym, hits)
+
+
+def test_rerun_is_idempotent_and_replaces(tmp_path, registry):
+    a = make_trades(20_000, seed=1)
+    save_day(tmp_path, DAY, {"trade": a}, registry, progress=False)
+    first = pq.read_table(part_dir(tmp_path))
+    save_day(tmp_path, DAY, {"trade": a}, registry, progress=False)
+    assert pq.read_table(part_dir(tmp_path)).equals(first)
+    b = make_trades(5_000, seed=2)
+    save_day(tmp_path, DAY, {"trade": b}, registry, progress=False)
+    assert as_plain(pq.read_table(part_dir(tmp_path))).equals(as_plain(sorted_by_sym_time(b)))
+    # nothing but the partition is left in the table directory
+    assert [p.name for p in (tmp_path / "trade").iterdir()] == [f"date={DAY}"]
+
+
+def test_empty_tables_write_nothing(tmp_path, registry):
+    out = save_day(tmp_path, DAY, {"trade": make_trades(0), "quote": make_quotes(10)}, registry,
+                   progress=False)
+    assert out == {"trade": 0, "quote": 10}
+    assert not (tmp_path / "trade").exists()
+    assert [(p.table, p.rows) for p in list_partitions(tmp_path)] == [("quote", 10)]
+
+
+def test_bad_input_is_named(tmp_path, registry):
+    t = make_trades(10).drop_columns(["size"])
+    with pytest.raises(EodError, match="missing columns \\['size'\\]"):
+        save_day(tmp_path, DAY, {"trade": t}, registry, progress=False)
+    with pytest.raises(EodError, match="unknown table 'nosuch'"):
+        save_day(tmp_path, DAY, {"nosuch": t}, registry, progress=False)
+    bad = make_trades(10).set_column(2, "price", pa.array(["x"] * 10))
+    with pytest.raises(EodError, match="column 'price'"):
+        save_day(tmp_path, DAY, {"trade": bad}, registry, progress=False)
+
+
+def test_list_partitions(tmp_path, registry):
+    save_day(tmp_path, DAY, {"trade": make_trades(1000), "quote": make_quotes(500)}, registry,
+             progress=False)
+    parts = list_partitions(tmp_path)
+    assert [(p.table, p.date, p.rows) for p in parts] == [("quote", DAY, 500), ("trade", DAY, 1000)]
+    assert all(p.bytes == sum(f.stat().st_size for f in part_dir(tmp_path, p.table).glob("*.parquet"))
+               for p in parts)
+
+
+WRITER = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, {root!r}); sys.path.insert(0, {tests!r})
+    from hdb_testdata import DAY, make_trades
+    from schemas.registry import load_registry
+    from hdb.eod import save_day
+    save_day({hdb!r}, DAY, {{"trade": make_trades({n}, nsyms=50, seed=7)}}, load_registry(), progress=False)
+""")
+
+
+def run_writer(hdb: Path, n: int) -> subprocess.Popen:
+    code = WRITER.format(root=str(ROOT), tests=str(Path(__file__).parent), hdb=str(hdb), n=n)
+    return subprocess.Popen([sys.executable, "-c", code])
+
+
+def kill_mid_write(hdb: Path, n: int) -> None:
+    """Start a writer and kill -9 it while its temporary partition is being written."""
+    p = run_writer(hdb, n)
+    tdir = hdb / "trade"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        tmps = list(tdir.glob(".tmp-*/*.parquet")) if tdir.exists() else []
+        if tmps and any(f.stat().st_size > 0 for f in tmps):
+            break
+        if p.poll() is not None:
+            pytest.fail("writer finished before it could be killed; make n larger")
+        time.sleep(0.002)
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    assert p.returncode == -signal.SIGKILL
+
+
+def test_kill9_during_save_day_leaves_no_partial_partition(tmp_path, registry):
+    n = 3_000_000
+    hdb = tmp_path / "hdb"
+    # first write of the day killed: no partition at all
+    kill_mid_write(hdb, n)
+    assert not part_dir(hdb).exists()
+    assert list_partitions(hdb) == []
+    # an existing day being replaced and killed: the old day is still there, whole
+    old = make_trades(1000, nsyms=5, seed=3)
+    save_day(hdb, DAY, {"trade": old}, registry, progress=False)
+    kill_mid_write(hdb, n)
+    assert as_plain(pq.read_table(part_dir(hdb))).equals(as_plain(sorted_by_sym_time(old)))
+    # re-running gives the full day, and the debris of the killed runs is gone
+    p = run_writer(hdb, n)
+    assert p.wait() == 0
+    got = duckdb.sql(f"SELECT count(*), sum(hash(time, sym, price, size)) FROM "
+                     f"read_parquet('{part_dir(hdb)}/*.parquet')").fetchall()[0]
+    want_t = make_trades(n, nsyms=50, seed=7)
+    want = duckdb.sql("SELECT count(*), sum(hash(time, sym::VARCHAR, price, size)) FROM want_t").fetchall()[0]
+    assert got == want
+    assert [x.name for x in (hdb / "trade").iterdir()] == [f"date={DAY}"]
+
+
+def test_rebuild_from_log(tmp_path, registry):
+    from schemas.codec import encode
+    from tickerplant.log import LogWriter, log_path
+
+    trades, quotes = make_trades(30_000, seed=4), make_quotes(20_000, seed=5)
+    path = log_path(tmp_path / "tplog", DAY)
+    w = LogWriter(path, DAY)
+    # many small messages, interleaved, as the tickerplant logs them
+    msgs = []
+    for i in range(0, 30_000, 1000):
+        msgs.append(encode(registry["trade"], trades.slice(i, 1000)))
+        if i < 20_000:
+            msgs.append(encode(registry["quote"], quotes.slice(i, 1000)))
+    w.append(msgs)
+    w.end()
+    out = rebuild_from_log(tmp_path / "hdb", path, registry, progress=False)
+    assert out == {"trade": 30_000, "quote": 20_000}
+    got = pq.read_table(part_dir(tmp_path / "hdb", "trade"))
+    assert as_plain(got).equals(as_plain(sorted_by_sym_time(trades)))
+    gq = pq.read_table(part_dir(tmp_path / "hdb", "quote")).cast(pa.schema(
+        [(f.name, pa.string() if f.name == "sym" else f.type) for f in quotes.schema]))
+    assert gq.equals(sorted_by_sym_time(quotes))
