@@ -251,15 +251,16 @@ def rebuild(p: Parsed, midnight_ns: int, state: BookState | None = None,
     msg_loc = np.full(p.n_messages, -1, np.int64)
     msg_loc[ev_msg[real]] = ev_loc[real]
     touched = np.flatnonzero(msg_loc >= 0)
-    qkeys = np.concatenate([np.unique(ev_loc[~real]) << 40, (msg_loc[touched] << 40) | (touched + 1)])
-    qkeys.sort()
-    nq = len(qkeys)
+    pseudo = np.unique(ev_loc[~real])
+    q_loc = np.concatenate([pseudo, msg_loc[touched]])
+    q_msg = np.concatenate([np.full(len(pseudo), -1, np.int64), touched])
+    # Stable by stock keeps file order within it; a uint16 key gets numpy's radix sort.
+    by_loc = np.argsort(q_loc.astype(np.uint16), kind="stable")
+    q_loc, q_msg = q_loc[by_loc], q_msg[by_loc]
+    nq = len(q_loc)
     q_of = np.zeros(p.n_messages + 65536, np.int64)  # message -> q, then stock -> pseudo q
-    qm_all = (qkeys & ((1 << 40) - 1)) - 1
-    q_of[np.where(qm_all >= 0, qm_all, p.n_messages + (qkeys >> 40))] = np.arange(nq)
+    q_of[np.where(q_msg >= 0, q_msg, p.n_messages + q_loc)] = np.arange(nq)
     ev_q = q_of[np.where(real, ev_msg, p.n_messages + ev_loc)]
-    q_loc = qkeys >> 40
-    q_msg = (qkeys & ((1 << 40) - 1)) - 1
     first_of_loc = np.ones(nq, bool)
     first_of_loc[1:] = q_loc[1:] != q_loc[:-1]
     loc_start = np.flatnonzero(first_of_loc)
