@@ -240,7 +240,8 @@ def simulate(syms=DEFAULT_SYMS, messages: int = 100_000, seed: int = 0, progress
         shares = book.shares(ref)
         if a < 0.60:  # executed at another price (e.g. a cross); sometimes not printable
             ex = min(shares, 100)
-            tape.add("C", loc, ns, ref, ex, match, b"Y" if r2 < 0.8 else b"N", price)
+            px = price + (tick[k] if r3 < 0.5 else 0)  # e.g. filled in a cross at a better price
+            tape.add("C", loc, ns, ref, ex, match, b"Y" if r2 < 0.8 else b"N", px)
             match += 1
             book.reduce(ref, ex)
         elif a < 0.70:

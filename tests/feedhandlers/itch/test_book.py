@@ -188,3 +188,12 @@ def test_corrupted_bytes_still_match_the_reference(flips):
             assert len(fast[table]["time"]) == 0
     from feedhandlers.itch.parser import parse
     assert errs == parse(buf).errors
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 4), st.integers(200, 3_000))
+def test_random_days_match_the_reference(seed, nsyms, messages):
+    buf = simulate(syms=[f"S{i}" for i in range(nsyms)], messages=messages, seed=seed)
+    fast, slow = itch_tables(buf, DATE), reference_tables(buf, DATE)
+    for table in fast:
+        _equal(fast[table], slow[table])
