@@ -12,10 +12,8 @@ import datetime as dt
 import logging
 import time
 
-import pyarrow as pa
-
 from rdb.store import Store
-from tickerplant.subscriber import Subscriber
+from tickerplant.subscriber import Subscriber, Update
 
 log = logging.getLogger("rdb")
 
@@ -35,8 +33,12 @@ class Rdb:
                 max_rows=cfg.rdb.max_rows, registry=self.registry))
         self.days_saved: list[dt.date] = []
 
-    def upd(self, table: str, batch: pa.RecordBatch) -> None:
-        self.store.append(table, batch)
+    def upd(self, ev: Update) -> None:
+        cols, n = ev.columns()
+        if cols is None:
+            self.store.append(ev.table, ev.batch)
+        else:
+            self.store.append_columns(ev.table, cols, n)
 
     def end(self, day: dt.date) -> None:
         from hdb.eod import save_day
@@ -61,7 +63,11 @@ class Rdb:
         if self.server:
             self.server.start()
         try:
-            self.sub.run(self.upd, self.end)
+            for ev in self.sub:
+                if isinstance(ev, Update):
+                    self.upd(ev)
+                else:
+                    self.end(ev.date)
         finally:
             if self.server:
                 self.server.stop()

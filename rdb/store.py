@@ -28,19 +28,25 @@ class _Table:
 
     def append(self, batch: pa.RecordBatch) -> None:
         k = batch.num_rows
-        if not k:
-            return
         cols = []
         for c, arr in zip(self.schema.columns, batch.columns):
             if c.type == "symbol":
-                lut = self.syms.codes(arr.dictionary)
-                cols.append(lut[np.frombuffer(arr.indices.buffers()[1], "<i4", k, 4 * arr.indices.offset)])
+                idx = arr.indices
+                cols.append((np.frombuffer(idx.buffers()[1], "<i4", k, 4 * idx.offset), arr.dictionary.to_pylist()))
             elif c.type == "string":
                 cols.append(arr)
             elif c.type == "bool":
                 cols.append(arr.to_numpy(zero_copy_only=False).astype("u1"))
             else:
                 cols.append(np.frombuffer(arr.buffers()[1], c.dtype, k, c.dtype.itemsize * arr.offset))
+        self.append_columns(cols, k)
+
+    def append_columns(self, cols: list, k: int) -> None:
+        """Columns as schemas.codec.columns gives them: arrays, (codes, dictionary) for symbols,
+        Arrow arrays for strings."""
+        if not k:
+            return
+        cols = [self.syms.recode(*c) if isinstance(c, tuple) else c for c in cols]
         done = 0
         while done < k:
             fill = self.n % self.chunk_rows
@@ -108,11 +114,19 @@ class Store:
         with self.lock:
             self.tables = {n: _Table(self.registry[n], self.chunk_rows, self) for n in self.names}
 
-    def codes(self, dictionary: pa.Array) -> np.ndarray:
-        """Batch dictionary -> RDB sym codes (Python work per distinct sym in the batch)."""
+    def recode(self, codes: np.ndarray, words: list[str]) -> np.ndarray:
+        """A batch's (codes, dictionary) -> RDB sym codes (Python work per distinct sym)."""
+        if len(words) == 1:
+            c = self._symidx.get(words[0])
+            if c is None:
+                c = self.codes(words)[0]
+            return np.full(len(codes), c, dtype="<i4")
+        return self.codes(words)[codes]
+
+    def codes(self, words: list[str]) -> np.ndarray:
         idx = self._symidx
         out = []
-        for s in dictionary.to_pylist():
+        for s in words:
             c = idx.get(s)
             if c is None:
                 c = idx[s] = len(self._syms)
@@ -132,6 +146,13 @@ class Store:
             return
         with self.lock:
             t.append(batch)
+
+    def append_columns(self, table: str, cols: list, nrows: int) -> None:
+        t = self.tables.get(table)
+        if t is None:
+            return
+        with self.lock:
+            t.append_columns(cols, nrows)
 
     def snapshot(self) -> dict[str, pa.Table]:
         with self.lock:

@@ -293,3 +293,37 @@ def decode(buf: bytes | memoryview, registry: Registry) -> tuple[Header, pa.Reco
                                                 [None, whole.slice(start, 4 * (n + 1)),
                                                  whole.slice(start + 4 * (n + 1), ln - 4 * (n + 1))]))
     return head, pa.RecordBatch.from_arrays(arrays, names=schema.names)
+
+
+def columns(buf: bytes | memoryview, registry: Registry) -> tuple[Header, Schema, list]:
+    """Numpy views of a validated message, without building Arrow objects (the single-row hot
+    path): fixed columns as arrays, symbols as (int32 codes, list of dictionary strings),
+    strings as Arrow arrays."""
+    head, schema, spans = _layout(buf, registry)
+    n = head.nrows
+    out = []
+    for (name, typ, item), (start, ln) in zip(schema.plan, spans):
+        if item:
+            out.append(np.frombuffer(buf, _DTYPES[typ], n, start))
+        elif typ == "symbol":
+            ndict = _U32.unpack_from(buf, start)[0]
+            o = start + 8
+            data = o + 4 * (ndict + 1)
+            if ndict == 1:
+                a, b = _PAIR.unpack_from(buf, o)
+                words = [str(memoryview(buf)[data + a: data + b], "utf-8")]
+            else:
+                off = np.frombuffer(buf, "<i4", ndict + 1, o).tolist()
+                raw = bytes(memoryview(buf)[data: data + off[-1]])
+                words = [raw[off[i]: off[i + 1]].decode() for i in range(ndict)]
+            out.append((np.frombuffer(buf, "<i4", n, start + ln - 4 * n), words))
+        else:
+            whole = pa.py_buffer(buf)
+            out.append(pa.Array.from_buffers(pa.string(), n, [None, whole.slice(start, 4 * (n + 1)),
+                                                              whole.slice(start + 4 * (n + 1), ln - 4 * (n + 1))]))
+    return head, schema, out
+
+
+from schemas.registry import TYPES as _TYPES  # noqa: E402
+
+_DTYPES = {k: v[0] for k, v in _TYPES.items() if v[0] is not None}

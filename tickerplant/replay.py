@@ -10,7 +10,7 @@ from typing import Iterator
 import pyarrow as pa
 from tqdm import tqdm
 
-from schemas.codec import HEADER, decode
+from schemas.codec import HEADER, columns, decode
 from tickerplant.log import LogReader, is_control
 
 
@@ -48,7 +48,22 @@ def replay(path: str | Path, registry, tables=None, first: int | None = None, ve
 def replay_into(store, path, registry, tables=None, first=None, verify=True, progress=False) -> int:
     """Load a log into an RDB Store; returns rows loaded."""
     rows = 0
-    for _, table, batch in replay(path, registry, tables, first, verify, progress):
-        store.append(table, batch)
-        rows += batch.num_rows
+    reader = LogReader(path)
+    wanted = set(tables) if tables else None
+    bar = tqdm(total=Path(path).stat().st_size, unit="B", unit_scale=True, desc="replay",
+               disable=not progress, leave=False)
+    for rec in reader.records(verify=verify):
+        if first is not None and rec.seq > first:
+            break
+        if not is_control(rec.payload):
+            head, _, cols = columns(rec.payload, registry)
+            if wanted is None or head.table in wanted:
+                store.append_columns(head.table, cols, head.nrows)
+                rows += head.nrows
+        if progress and rec.seq % 1024 == 0:
+            bar.update(reader.end_offset(rec) - bar.n)
+    bar.close()
+    if reader.error:
+        raise ValueError(f"{path}: stopped at {reader.error}; {rows} rows before it were loaded. "
+                         f"Run `tickstack log check {path}` / `tickstack log repair {path}`")
     return rows

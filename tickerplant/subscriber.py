@@ -33,7 +33,7 @@ import numpy as np
 import pyarrow as pa
 import zmq
 
-from schemas.codec import HEADER, decode
+from schemas.codec import HEADER, columns, decode
 from tickerplant.ctl import Unreachable, request
 from tickerplant.log import FILE_HEADER, LogReader, is_control, log_path, parse_control
 from tickerplant.tp import META, topic
@@ -45,12 +45,30 @@ class SubscriberError(RuntimeError):
     """The subscriber cannot keep its exactly-once promise (e.g. the log is unreadable)."""
 
 
-@dataclass(frozen=True, slots=True)
 class Update:
-    table: str
-    batch: pa.RecordBatch
-    seq: int
-    date: dt.date
+    """One message of one table: `batch` (pyarrow.RecordBatch), `seq`, `date`. The batch is
+    decoded on first use; `columns()` gives numpy views without building Arrow objects."""
+    __slots__ = ("table", "seq", "date", "_payload", "_registry", "_batch")
+
+    def __init__(self, table: str, seq: int, date: dt.date, payload=None, registry=None, batch=None):
+        self.table, self.seq, self.date = table, seq, date
+        self._payload, self._registry, self._batch = payload, registry, batch
+
+    @property
+    def batch(self) -> pa.RecordBatch:
+        if self._batch is None:
+            self._batch = decode(self._payload, self._registry)[1]
+        return self._batch
+
+    def columns(self) -> tuple[list, int]:
+        """(columns as schemas.codec.columns gives them, rows) - what Store.append_columns takes."""
+        if self._batch is None:
+            head, _, cols = columns(self._payload, self._registry)
+            return cols, head.nrows
+        return None, self._batch.num_rows
+
+    def __repr__(self) -> str:
+        return f"Update({self.table}, seq={self.seq}, date={self.date}, rows={self.batch.num_rows})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,19 +189,30 @@ class Subscriber:
 
     def _deliver(self, table: str, seq: int, payload):
         self.last[table] = seq
+        if self.syms is None:
+            return Update(table, seq, self.day, payload, self.registry)
+        _, _, cols = columns(payload, self.registry)
+        codes, words = cols[1]
+        lut = np.fromiter((w in self.syms for w in words), bool, len(words))
+        if not lut.any():
+            return None
+        if lut.all():
+            return Update(table, seq, self.day, payload, self.registry)
         _, batch = decode(payload, self.registry)
-        if self.syms is not None:
-            col = batch.column(1)
-            lut = np.fromiter((s in self.syms for s in col.dictionary.to_pylist()), bool, len(col.dictionary))
-            if not lut.any():
-                return None
-            if not lut.all():
-                batch = batch.filter(pa.array(lut[np.asarray(col.indices)]))
-        return Update(table, batch, seq, self.day)
+        return Update(table, seq, self.day, batch=batch.filter(pa.array(lut[codes])))
 
     # -- the stream ---------------------------------------------------------------------------
+    def start(self) -> "Subscriber":
+        """Handshake now (it otherwise happens on the first iteration): afterwards nothing
+        published is missed, even before iteration begins."""
+        if self._snapshot is None:
+            self._snapshot = self._handshake()
+        return self
+
+    _snapshot: dict | None = None
+
     def __iter__(self):
-        rep = self._handshake()
+        rep = self.start()._snapshot
         self._begin(dt.date.fromisoformat(rep["date"]), rep["log"])
         yield from self._read_log(rep["seq"] + 1)
         silent_ms = 0
@@ -206,7 +235,8 @@ class Subscriber:
                     if self.day is not None:
                         yield from self._end()
             elif head[:1] != b"!":
-                yield from self._live(head[:-1].decode(), frames[1].bytes, frames[2:])
+                cut = head.index(b"\0")
+                yield from self._live(head[:cut].decode(), memoryview(head)[cut + 1:], frames[1:])
         self.sub.close(0)
 
     def _heartbeat(self, info: dict):

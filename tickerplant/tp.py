@@ -6,8 +6,8 @@ Sockets, endpoints from config (loopback by default):
                  [b"err", <IQ feed, fseq>, text] for a rejected message, which is never logged or
                  published. [b"hello", <I feed>] asks for the feed's last logged fseq (a resent
                  message at or below it is dropped: resending after a reconnect is safe).
-  pub    PUB     [table + b"\\0", meta, payload, ...], meta = one <IQQ (date yyyymmdd, seq,
-                 prev seq of the same table) per payload. Control topics start with "!":
+  pub    PUB     [table + b"\\0" + meta, payload, ...], meta = one <IQQ (date yyyymmdd, seq,
+                 prev seq of the same table) per payload; the topic prefix is what SUB filters on. Control topics start with "!":
                  !hello (sub handshake), !hb (heartbeat with each table's last seq), !eod.
                  PUB silently drops for a subscriber whose queue (pub_hwm) is full, and a new
                  SUB's subscription reaches the PUB some time after it connects (the slow
@@ -41,12 +41,19 @@ from tickerplant.log import FILE_HEADER, LogReader, LogWriter, is_control, log_p
 
 log = logging.getLogger("tickerplant")
 META = struct.Struct("<IQQ")
+NOBLOCK, SNDMORE = int(zmq.NOBLOCK), int(zmq.SNDMORE)  # plain ints: pyzmq's enum flags cost per call
 ACK = struct.Struct("<IQ")
 FEED = struct.Struct("<I")
 
 
+_TOPICS: dict[str, bytes] = {}
+
+
 def topic(table: str) -> bytes:
-    return table.encode() + b"\0"
+    t = _TOPICS.get(table)
+    if t is None:
+        t = _TOPICS[table] = table.encode() + b"\0"
+    return t
 
 
 def ymd(day: dt.date) -> int:
@@ -182,18 +189,20 @@ class Tickerplant:
         """Take what the ingest socket holds (up to `drain` messages), log it in one write,
         publish it, ack the feeds. O(1) Python per message whatever its row count."""
         accepted, acks = [], {}
-        recv, reg, limit = self.ingest.recv_multipart, self.registry, self.tp.max_message_bytes
+        recv, reg, limit = self.ingest.recv, self.registry, self.tp.max_message_bytes
         c = self.counters
         for _ in range(self.tp.drain):
             try:
-                frames = recv(zmq.NOBLOCK, copy=False)
+                ident = recv(NOBLOCK)
             except zmq.Again:
                 break
-            ident = frames[0].bytes
-            if len(frames) != 2:
+            msg = recv(0, copy=False)  # a ROUTER delivers the whole message at once
+            if msg.more:
+                frames = [msg]
+                while frames[-1].more:
+                    frames.append(recv(0, copy=False))
                 self._other(ident, frames)
                 continue
-            msg = frames[1]
             buf = msg.buffer
             c["received"] += 1
             if len(buf) > limit:
@@ -222,22 +231,25 @@ class Tickerplant:
         seq = self.log.append([m.buffer for _, _, m in accepted])
         last, c = self.last, self.counters
         immediate = self.tp.mode == "immediate"
-        send = self.pub.send_multipart
+        send = self.pub.send
+        rows = 0
         for table, nrows, msg in accepted:
             meta = META.pack(self.ymd, seq, last.get(table, 0))
             last[table] = seq
             seq += 1
-            c["rows"] += nrows
+            rows += nrows
             if immediate:
-                send([topic(table), meta, msg], copy=False)
+                send(topic(table) + meta, SNDMORE)
+                send(msg, 0, copy=False)
             else:
                 self.pending[table].append((meta, msg))
+        c["rows"] += rows
         c["logged"] += len(accepted)
 
     def _publish_pending(self) -> None:
         for table, items in self.pending.items():
             if items:
-                self.pub.send_multipart([topic(table), b"".join(m for m, _ in items),
+                self.pub.send_multipart([topic(table) + b"".join(m for m, _ in items),
                                          *(f for _, f in items)], copy=False)
         self.pending.clear()
 
@@ -251,12 +263,12 @@ class Tickerplant:
         self.ingest.send_multipart([ident, b"err", ACK.pack(feed, fseq), why.encode()])
 
     def _other(self, ident: bytes, frames) -> None:
-        if len(frames) == 3 and frames[1].bytes == b"hello" and len(frames[2].bytes) == FEED.size:
-            feed = FEED.unpack(frames[2].bytes)[0]
+        if len(frames) == 2 and frames[0].bytes == b"hello" and len(frames[1].bytes) == FEED.size:
+            feed = FEED.unpack(frames[1].bytes)[0]
             self.ingest.send_multipart([ident, b"ack", ACK.pack(feed, self.fseq.get(feed, 0))])
             return
         self.counters["received"] += 1
-        self._reject(ident, b"", f"expected one frame per batch, got {len(frames) - 1} frames")
+        self._reject(ident, b"", f"expected one frame per batch, got {len(frames)} frames")
 
     def heartbeat(self) -> None:
         self.pub.send_multipart([b"!hb", json.dumps(

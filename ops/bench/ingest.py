@@ -52,14 +52,14 @@ def _rdb(cfg, total_rows: int, ready, go, out) -> None:
     from tickerplant.subscriber import Subscriber, Update
     reg = cfg.registry()
     store = Store(reg, ["trade"], chunk_rows=1 << 20)
-    sub = Subscriber(cfg, ["trade"], registry=reg)
+    sub = Subscriber(cfg, ["trade"], registry=reg).start()
     got = 0
-    it = iter(sub)
     ready.set()
-    for ev in it:
+    for ev in sub:
         if isinstance(ev, Update):
-            store.append("trade", ev.batch)
-            got += ev.batch.num_rows
+            cols, n = ev.columns()
+            store.append_columns("trade", cols, n)
+            got += n
             if got >= total_rows:
                 out.put((time.monotonic(), got, store.nbytes()))
                 return
@@ -78,7 +78,7 @@ def _raw_forward(ingest: str, pub: str, stop) -> None:
                     f = r.recv_multipart(zmq.NOBLOCK, copy=False)
                 except zmq.Again:
                     break
-                p.send_multipart([b"trade\0", f[1]], copy=False)
+                p.send_multipart([b"trade\0" + bytes(24), f[1]], copy=False)
 
 
 def _raw_recv(pub: str, total_rows: int, ready, out) -> None:
