@@ -88,7 +88,12 @@ class QueryServer:
         front = self._ctx.socket(zmq.ROUTER)
         front.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST)
         front.setsockopt(zmq.LINGER, 0)
-        front.bind(self.endpoint)
+        try:
+            front.bind(self.endpoint)
+        except zmq.ZMQError:
+            front.close(0)
+            self._ctx.term()
+            raise
         # a wildcard port ("tcp://127.0.0.1:*") resolves here, so callers can learn it
         self.endpoint = front.getsockopt_string(zmq.LAST_ENDPOINT)
         back = self._ctx.socket(zmq.DEALER)
