@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
@@ -371,7 +372,8 @@ def _load(path_or_buf):
     return path_or_buf
 
 
-def itch_tables(path_or_buf, date: dt.date | str) -> dict[str, dict[str, np.ndarray]]:
+def itch_tables(path_or_buf: str | os.PathLike | bytes | np.ndarray,
+                date: dt.date | str) -> dict[str, dict[str, np.ndarray]]:
     """{"quote": columns, "trade": columns} of a whole ITCH 5.0 FILE (path or bytes), in
     file order, shaped for tickstack's `quote` and `trade` tables. Memory grows with the file
     (~100 bytes a message): stream a full day with `iter_itch_batches` instead."""
@@ -380,8 +382,9 @@ def itch_tables(path_or_buf, date: dt.date | str) -> dict[str, dict[str, np.ndar
     return {"quote": _strip_msg(quote), "trade": _strip_msg(trade)}
 
 
-def iter_itch_batches(path, date: dt.date | str, batch_messages: int = 1_000_000,
-                      errors: dict[str, int] | None = None):
+def iter_itch_batches(path: str | os.PathLike | bytes, date: dt.date | str,
+                      batch_messages: int = 1_000_000, errors: dict[str, int] | None = None,
+                      ) -> Iterator[tuple[str, dict[str, np.ndarray]]]:
     """Yield ("quote" | "trade", columns) for an ITCH 5.0 FILE (a path, or bytes), a chunk
     of about `batch_messages` messages at a time, chunks in file order (within a chunk its
     quotes come before its trades; within a table rows are in file order). Book state

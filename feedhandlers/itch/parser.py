@@ -23,6 +23,7 @@ and is reported with its offset (`Parsed.consumed` is where it starts, to resume
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -250,7 +251,7 @@ def _records_at(a: np.ndarray, starts: np.ndarray, dtype: np.dtype) -> np.ndarra
     return view[starts].view(dtype)
 
 
-def parse(buf) -> Parsed:
+def parse(buf: bytes | bytearray | memoryview | np.ndarray) -> Parsed:
     """Parse an ITCH 5.0 FILE buffer (bytes, bytearray, memoryview or 1-d uint8 array)."""
     a = _as_bytes(buf)
     offs, errors, problems, consumed = frame_offsets(a)
@@ -263,9 +264,8 @@ def parse(buf) -> Parsed:
     return Parsed(records, index, types, offs, errors, problems, consumed)
 
 
-def parse_file(path) -> Parsed:
+def parse_file(path: str | os.PathLike) -> Parsed:
     """Parse an ITCH 5.0 FILE from disk (memory-mapped: the file is not copied in)."""
-    import os
     if os.path.getsize(path) == 0:
         return parse(b"")
     return parse(np.memmap(path, dtype=np.uint8, mode="r"))
