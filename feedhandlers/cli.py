@@ -1,0 +1,153 @@
+"""`feed` commands: sim, replay, itch. Each takes the Config as the click context object
+(`ops.config.Config`), so the group mounts under `tickstack feed ...` or runs alone as
+`python -m feedhandlers [--config F] [--home D] ...`.
+
+Feed ids: the TP drops a message whose fseq it already logged *for that feed id*, so two feeds
+running at once must not share an id. Defaults: sim = `[feed] feed_id` (1), replay = 2, itch = 3.
+"""
+from __future__ import annotations
+
+import math
+import signal
+import threading
+
+import click
+
+REPLAY_ID = 2
+ITCH_ID = 3
+
+
+def _on_term(stop: threading.Event) -> None:
+    """SIGTERM ends a run cleanly (flush, wait for acks) like Ctrl-C does."""
+    try:
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    except ValueError:        # not the main thread (e.g. CliRunner in a thread): Ctrl-C only
+        pass
+
+
+def _echo_stats(s) -> None:
+    click.echo(f"feed {s.feed_id}: sent {s.sent} msgs / {s.sent_rows} rows, acked {s.acked} msgs / "
+               f"{s.acked_rows} rows, resent {s.resent}, dropped {s.dropped} ({s.dropped_rows} rows), "
+               f"rejected {s.rejected}, reconnects {s.reconnects}")
+    if s.last_error:
+        click.echo(f"last error from the tickerplant: {s.last_error}", err=True)
+
+
+@click.group("feed")
+def feed():
+    """Feed handlers: the market simulator, file replay, ITCH files."""
+
+
+@feed.command("sim")
+@click.option("--syms", type=int, default=None, help="number of symbols (default [feed] syms)")
+@click.option("--rate", type=float, default=None,
+              help="events per second (default [feed] rate); 0 = as fast as the TP takes them")
+@click.option("--seconds", type=float, default=None, help="run this long (default: until Ctrl-C)")
+@click.option("--seed", type=int, default=None, help="random seed (default [feed] seed)")
+@click.option("--feed-id", type=int, default=None, help="feed id (default [feed] feed_id)")
+@click.option("--progress/--no-progress", default=True, help="show a progress bar")
+@click.pass_obj
+def sim_cmd(cfg, syms, rate, seconds, seed, feed_id, progress):
+    """Run the market simulator into the tickerplant."""
+    from feedhandlers.sim import run_sim
+    if rate is not None and rate < 0:
+        raise click.BadParameter("must be >= 0", param_hint="--rate")
+    rate = math.inf if rate == 0 else rate
+    stop = threading.Event()
+    _on_term(stop)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        r = cfg.feed.rate if rate is None else rate
+        total = int(r * seconds) if seconds and math.isfinite(r) else None
+        bar = tqdm(total=total, unit="ev", unit_scale=True, desc="sim")
+    try:
+        res = run_sim(cfg, syms, rate, seconds, seed=seed, feed_id=feed_id,
+                      stop=stop.is_set, progress=bar.update if bar is not None else None)
+    finally:
+        if bar is not None:
+            bar.close()
+    click.echo(f"{res['events']} events in {res['seconds']:.2f}s ({res['rate']:,.0f}/s)")
+    _echo_stats(res["stats"])
+    if res["stats"].dropped:
+        raise SystemExit(1)
+
+
+@feed.command("replay")
+@click.argument("file", required=False, type=click.Path(exists=True, dir_okay=True))
+@click.option("--hdb-date", default=None, help="replay <home>/hdb/<table>/date=YYYY-MM-DD instead of FILE")
+@click.option("--table", required=True, help="the table the rows belong to")
+@click.option("--speed", type=float, default=1.0, show_default=True,
+              help="times the recorded pace (2 = twice as fast)")
+@click.option("--asap", is_flag=True, help="as fast as the tickerplant takes it")
+@click.option("--order", type=click.Choice(["sort", "keep"]), default="sort", show_default=True,
+              help="rows out of time order: stably sort the file by time, or keep file order")
+@click.option("--feed-id", type=int, default=REPLAY_ID, show_default=True)
+@click.option("--progress/--no-progress", default=True, help="show a progress bar")
+@click.pass_obj
+def replay_cmd(cfg, file, hdb_date, table, speed, asap, order, feed_id, progress):
+    """Replay a CSV/Parquet FILE or an HDB date into the tickerplant."""
+    from feedhandlers.replay import ReplayError, replay_file, replay_hdb
+    if (file is None) == (hdb_date is None):
+        raise click.UsageError("give either FILE or --hdb-date (not both)")
+    if speed <= 0:
+        raise click.BadParameter("must be > 0", param_hint="--speed")
+    pace = None if asap else speed
+    try:
+        if hdb_date:
+            res = replay_hdb(cfg, hdb_date, table, speed=pace, feed_id=feed_id, progress=progress)
+        else:
+            res = replay_file(cfg, file, table, speed=pace, order=order, feed_id=feed_id,
+                              progress=progress)
+    except (ReplayError, KeyError) as e:
+        raise click.ClickException(str(e).strip('"')) from None
+    r = res.report
+    click.echo(f"{r.source}: {res.published} rows replayed in {res.seconds:.2f}s; "
+               f"{r.bad_rows} bad rows skipped; {r.out_of_order} rows out of time order"
+               f"{' (sorted)' if r.sorted else ''}")
+    if r.ignored_columns:
+        click.echo(f"ignored columns: {', '.join(r.ignored_columns)}")
+    for e in r.errors:
+        click.echo(e, err=True)
+    if r.bad_rows > len(r.errors):
+        click.echo(f"... and {r.bad_rows - len(r.errors)} more bad rows", err=True)
+    _echo_stats(res.stats)
+    if not res.acked:
+        raise click.ClickException("not every message was acked by the tickerplant (see counts above)")
+
+
+@feed.command("itch")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--date", "date", required=True, help="the trading date of the file, YYYY-MM-DD")
+@click.option("--feed-id", type=int, default=ITCH_ID, show_default=True)
+@click.option("--progress/--no-progress", default=True, help="show a progress bar")
+@click.pass_obj
+def itch_cmd(cfg, file, date, feed_id, progress):
+    """Replay a NASDAQ ITCH 5.0 FILE as quotes (top of book) and trades, as fast as possible."""
+    from feedhandlers.base import Feed
+    from feedhandlers.itch.book import iter_itch_batches   # lazily: only this command needs it
+    errors: dict[str, int] = {}
+    rows = {"quote": 0, "trade": 0}
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(unit="rows", unit_scale=True, desc="itch")
+    f = Feed(cfg, feed_id)
+    try:
+        for table, cols in iter_itch_batches(file, date, errors=errors):
+            f.publish(table, cols)
+            n = len(cols["time"])
+            rows[table] += n
+            if bar is not None:
+                bar.update(n)
+    finally:
+        if bar is not None:
+            bar.close()
+        acked = f.close()
+    click.echo(f"{file}: {rows['quote']} quotes, {rows['trade']} trades")
+    bad = {k: v for k, v in errors.items() if v}
+    if bad:
+        click.echo(f"skipped bad ITCH frames: {bad}", err=True)
+    _echo_stats(f.stats())
+    if not acked:
+        raise click.ClickException("not every message was acked by the tickerplant")
