@@ -101,7 +101,8 @@ def read_csv(path: Path, schema) -> pa.Table:
     try:
         raw = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
             column_types={n: pa.string() for n in schema.names}, strings_can_be_null=True,
-            include_columns=None))
+            # only an empty field is null: "NA", "NULL", "nan" are real tickers / values
+            null_values=[""], quoted_strings_can_be_null=False))
     except pa.ArrowInvalid as e:
         raise LoadError(f"{path}: not a readable CSV: {e}") from None
     check_columns(raw.column_names, schema, path)
