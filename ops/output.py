@@ -35,8 +35,20 @@ def _all(cfg, sql: str, timeout: float) -> pa.Table:
 
     def today():
         return {t: query(cfg.rdb.query, f'select * from "{t}"', timeout=timeout).table for t in reg.tables}
-    eng = Engine(hdb_dir=cfg.hdb_dir, today=today, timeout_s=timeout, max_rows=cfg.hdb.max_rows, registry=reg)
+    eng = Engine(hdb_dir=cfg.hdb_dir, today=today, day=lambda: _today(cfg),
+                 timeout_s=timeout, max_rows=cfg.hdb.max_rows, registry=reg)
     return eng.query(sql).table
+
+
+def _today(cfg):
+    """The TP's trading day (ahead of the clock after a forced end of day), else the clock's."""
+    import datetime as dt
+    from tickerplant.clock import Clock
+    from tickerplant.ctl import request
+    try:
+        return dt.date.fromisoformat(request(cfg.tickerplant.ctl, "status", timeout=2)["date"])
+    except Exception:  # noqa: BLE001 - no TP: the configured clock decides
+        return Clock(cfg.eod.time, cfg.eod.tz).day()
 
 
 def write(table: pa.Table, fmt: str, out: str | None) -> None:

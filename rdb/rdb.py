@@ -13,6 +13,7 @@ import logging
 import time
 
 from rdb.store import Store
+from tickerplant.clock import Clock
 from tickerplant.subscriber import Subscriber, Update
 
 log = logging.getLogger("rdb")
@@ -28,9 +29,10 @@ class Rdb:
         if serve:
             from hdb.server import QueryServer
             from hdb.sql import Engine
+            clock = Clock(cfg.eod.time, cfg.eod.tz)
             self.server = QueryServer(cfg.rdb.query, Engine(
-                today=self.store.snapshot, timeout_s=cfg.rdb.query_timeout_s,
-                max_rows=cfg.rdb.max_rows, registry=self.registry))
+                today=self.store.snapshot, day=lambda: self.sub.day or clock.day(),
+                timeout_s=cfg.rdb.query_timeout_s, max_rows=cfg.rdb.max_rows, registry=self.registry))
         self.days_saved: list[dt.date] = []
 
     def upd(self, ev: Update) -> None:
