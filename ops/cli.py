@@ -271,10 +271,13 @@ def log_replay(cfg, file, tables, first, sql):
             rows = replay_into(store, file, reg, tables or None, first, progress=True)
         except ValueError as e:
             click.echo(f"warning: {e}", err=True)
+        eng = Engine(today=store.snapshot, registry=reg)
         try:
-            write(Engine(today=store.snapshot, registry=reg).query(sql).table, "table", None)
+            write(eng.query(sql).table, "table", None)
         except QueryError as e:
             _fail(str(e))
+        finally:  # a DuckDB connection left to interpreter shutdown can abort the process
+            eng.close()
         return
     current = None
     try:

@@ -37,7 +37,10 @@ def _all(cfg, sql: str, timeout: float) -> pa.Table:
         return {t: query(cfg.rdb.query, f'select * from "{t}"', timeout=timeout).table for t in reg.tables}
     eng = Engine(hdb_dir=cfg.hdb_dir, today=today, day=lambda: _today(cfg),
                  timeout_s=timeout, max_rows=cfg.hdb.max_rows, registry=reg)
-    return eng.query(sql).table
+    try:
+        return eng.query(sql).table
+    finally:  # a DuckDB connection left to interpreter shutdown can abort the process
+        eng.close()
 
 
 def _today(cfg):
