@@ -222,15 +222,27 @@ def test_end_of_day_while_ingesting_puts_each_message_in_one_day(stack):
     cfg, procs = stack
     start_tp(cfg, procs)
     c = Collector(cfg)
+    running = threading.Event()
+    running.set()
+
+    def until_stopped():
+        for batch in trades(10**6, 5):
+            if not running.is_set():
+                return
+            yield batch
+    sent = []
+    sender = threading.Thread(target=lambda: sent.append(send(cfg, "trade", until_stopped())))
     try:
-        sender = threading.Thread(target=send, args=(cfg, "trade", trades(3000, 5)))
         sender.start()
         wait_for(lambda: request(cfg.tickerplant.ctl, "status")["seq"] > 500, what="ingest")
-        ended = request(cfg.tickerplant.ctl, "eod")
+        ended = request(cfg.tickerplant.ctl, "eod")  # while the feed runs flat out
+        wait_for(lambda: request(cfg.tickerplant.ctl, "status")["seq"] > 500, what="ingest on the new day")
+        running.clear()
         sender.join()
-        wait_for(lambda: c.rows() >= 15000, what="all rows across the roll")
+        n = sent[0]
+        wait_for(lambda: c.rows() >= n, what="all rows across the roll")
         time.sleep(0.3)
-        assert_exact(c, 15000)
+        assert_exact(c, n)
         ends = [i for i, e in enumerate(c.events) if isinstance(e, EndOfDay)]
         assert len(ends) == 1 and str(c.events[ends[0]].date) == ended["ended"]
         before, after = c.events[: ends[0]], c.events[ends[0] + 1:]
@@ -238,6 +250,7 @@ def test_end_of_day_while_ingesting_puts_each_message_in_one_day(stack):
         assert {str(e.date) for e in after} == {ended["date"]}
         old = check(log_path(cfg.tplog_dir, c.events[ends[0]].date))
         new = check(log_path(cfg.tplog_dir, after[0].date))
-        assert old.ended and old.records - 1 + new.records == 3000  # - the end-of-day marker
+        assert old.ended and (old.records - 1) * 5 + new.records * 5 == n  # - the end-of-day marker
     finally:
+        running.clear()
         c.stop()
