@@ -123,11 +123,13 @@ def test_bad_config_is_a_clear_error(tmp_path):
 
 
 def test_run_the_main_job(home):
-    r = ts(home, "run", "--seconds", "6", "--syms", "5", "--rate", "2000", timeout=120)
+    r = ts(home, "run", "--seconds", "10", "--syms", "5", "--rate", "2000", timeout=180)
+    logs = "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-1500:]}"
+                     for p in sorted((home[0] / "logs").glob("*.log")))
     lines = [x for x in r.stdout.splitlines() if x.startswith("rdb trades=")]
-    assert lines, r.stdout + r.stderr
+    assert lines, r.stdout + r.stderr + logs
     last = dict(kv.split("=") for kv in lines[-1].split()[1:3])
-    assert int(last["trades"]) > 0 and int(last["quotes"]) > 0
+    assert int(last["trades"]) > 0 and int(last["quotes"]) > 0, r.stdout + logs
     assert "stopped" in r.stdout and "dead" not in r.stdout
     st = json.loads(ts(home, "status", "--json").stdout)
     assert all(x["state"] == "stopped" for x in st)
