@@ -267,11 +267,20 @@ class Feed:
                 self._flush_table(table, block=True)
 
     def drain(self, timeout: float | None = None) -> bool:
-        """Flush, then wait until the TP acked everything; True if it did within `timeout`."""
-        self.flush()
+        """Flush, then wait until the TP acked everything; True if it did within `timeout`.
+        With on_full="error" a full buffer is waited out here (up to `timeout`), not raised."""
+        end = None if timeout is None else time.monotonic() + timeout
+        while True:
+            try:
+                self.flush()
+                break
+            except BufferFull:
+                if end is not None and time.monotonic() >= end:
+                    return False
         with self._cv:
+            left = None if end is None else max(0.0, end - time.monotonic())
             return self._cv.wait_for(lambda: not (self._unsent or self._inflight) or self._stop,
-                                     timeout) and not (self._unsent or self._inflight)
+                                     left) and not (self._unsent or self._inflight or self._pending)
 
     def close(self, timeout: float | None = None) -> bool:
         """Flush, wait up to `timeout` (default `close_timeout_s`) for the last acks, stop.
@@ -285,7 +294,7 @@ class Feed:
             self._stop = True
             lost = list(self._unsent) + list(self._inflight)
             self._c["dropped"] += len(lost)
-            self._c["dropped_rows"] += sum(m.nrows for m in lost)
+            self._c["dropped_rows"] += sum(m.nrows for m in lost) + sum(self._pending_rows.values())
             self._wake()
         self._io.join()
         self._wake_tx.close(0)

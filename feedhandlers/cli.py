@@ -82,10 +82,12 @@ def sim_cmd(cfg, syms, rate, seconds, seed, feed_id, progress):
 @click.option("--asap", is_flag=True, help="as fast as the tickerplant takes it")
 @click.option("--order", type=click.Choice(["sort", "keep"]), default="sort", show_default=True,
               help="rows out of time order: stably sort the file by time, or keep file order")
+@click.option("--max-gap", type=float, default=10.0, show_default=True,
+              help="paced replay: cut longer pauses in the data to this many seconds")
 @click.option("--feed-id", type=int, default=REPLAY_ID, show_default=True)
 @click.option("--progress/--no-progress", default=True, help="show a progress bar")
 @click.pass_obj
-def replay_cmd(cfg, file, hdb_date, table, speed, asap, order, feed_id, progress):
+def replay_cmd(cfg, file, hdb_date, table, speed, asap, order, max_gap, feed_id, progress):
     """Replay a CSV/Parquet FILE or an HDB date into the tickerplant."""
     from feedhandlers.replay import ReplayError, replay_file, replay_hdb
     if (file is None) == (hdb_date is None):
@@ -95,10 +97,11 @@ def replay_cmd(cfg, file, hdb_date, table, speed, asap, order, feed_id, progress
     pace = None if asap else speed
     try:
         if hdb_date:
-            res = replay_hdb(cfg, hdb_date, table, speed=pace, feed_id=feed_id, progress=progress)
+            res = replay_hdb(cfg, hdb_date, table, speed=pace, feed_id=feed_id, progress=progress,
+                             max_gap_s=max_gap)
         else:
             res = replay_file(cfg, file, table, speed=pace, order=order, feed_id=feed_id,
-                              progress=progress)
+                              progress=progress, max_gap_s=max_gap)
     except (ReplayError, KeyError) as e:
         raise click.ClickException(str(e).strip('"')) from None
     r = res.report

@@ -18,6 +18,8 @@ Input policy (stated, tested)
   never goes backwards (a row earlier than one before it goes out at once). An HDB date is
   always sorted: partitions are stored sym-major.
 * Times are published as recorded (not re-stamped); the TP files messages by its own clock.
+* Pace. speed=None: as fast as the TP acks; speed=x: recorded gaps / x, rows due in the same
+  5 ms go out as one batch; `max_gap_s` (CLI `--max-gap`, default 10 s) cuts longer pauses.
 
 Parsing is whole-column Arrow compute (regex checks and casts), never a Python loop per row;
 only rows already known bad cost Python (to word their error).
@@ -366,9 +368,11 @@ def order_rows(table: pa.Table, report: ReadReport, order: str = "sort") -> pa.T
 # --------------------------------------------------------------------------- publishing
 
 def publish_table(feed, table_name: str, table: pa.Table, speed: float | None = None,
-                  progress: bool = False, chunk_rows: int = 65_536) -> int:
+                  progress: bool = False, chunk_rows: int = 65_536,
+                  max_gap_s: float | None = None) -> int:
     """Send `table` through `feed`: with speed None as fast as possible, else at the recorded
-    pace times `speed` (the rows due in each PACE_WINDOW_S of wall time go out together).
+    pace times `speed` (the rows due in each PACE_WINDOW_S of wall time go out together); a
+    pause longer than `max_gap_s` of wall time (overnight, a feed outage) is cut to it.
     Returns the rows published."""
     n = table.num_rows
     if n == 0:
@@ -379,9 +383,12 @@ def publish_table(feed, table_name: str, table: pa.Table, speed: float | None = 
     if speed is None or math.isinf(speed):
         bounds = np.arange(0, n, chunk_rows)
     else:
-        clock = np.maximum.accumulate(t)                 # pacing never goes backwards
-        window = max(1, int(PACE_WINDOW_S * speed * 1e9))
-        slot = (clock - clock[0]) // window
+        # Wall-clock offset (ns) of each row: never backwards, gaps capped at max_gap_s.
+        step = np.diff(np.maximum.accumulate(t), prepend=t[0]).astype(np.float64) / speed
+        if max_gap_s is not None:
+            step = np.minimum(step, max_gap_s * 1e9)
+        clock = np.cumsum(step)
+        slot = (clock // (PACE_WINDOW_S * 1e9)).astype(np.int64)
         bounds = np.flatnonzero(np.r_[True, slot[1:] != slot[:-1]])
         # keep chunks to a sane size within a busy window too
         if len(bounds) and (np.diff(np.r_[bounds, n]) > chunk_rows).any():
@@ -397,7 +404,7 @@ def publish_table(feed, table_name: str, table: pa.Table, speed: float | None = 
     try:
         for lo, hi in zip(bounds.tolist(), ends.tolist()):
             if speed is not None and not math.isinf(speed):
-                due = wall0 + (clock[lo] - clock[0]) / 1e9 / speed
+                due = wall0 + clock[lo] / 1e9
                 wait = due - time.monotonic()
                 if wait > 0:
                     time.sleep(wait)
@@ -414,13 +421,14 @@ def publish_table(feed, table_name: str, table: pa.Table, speed: float | None = 
 
 def replay(cfg, table_name: str, data: pa.Table, report: ReadReport, *, speed: float | None = None,
            feed=None, feed_id: int | None = None, progress: bool = False,
-           timeout: float | None = None) -> ReplayResult:
+           timeout: float | None = None, max_gap_s: float | None = None) -> ReplayResult:
+    """Publish `data` through `feed` (or a new Feed closed at the end, waiting for acks)."""
     from feedhandlers.base import Feed
     own = feed is None
     feed = feed or Feed(cfg, feed_id)
     t0 = time.monotonic()
     try:
-        n = publish_table(feed, table_name, data, speed=speed, progress=progress)
+        n = publish_table(feed, table_name, data, speed=speed, progress=progress, max_gap_s=max_gap_s)
         acked = feed.close(timeout) if own else feed.drain(timeout if timeout is not None else 30)
     except BaseException:
         if own:
@@ -431,18 +439,19 @@ def replay(cfg, table_name: str, data: pa.Table, report: ReadReport, *, speed: f
 
 def replay_file(cfg, path: str | Path, table: str, *, speed: float | None = None,
                 order: str = "sort", feed=None, feed_id: int | None = None,
-                progress: bool = False, timeout: float | None = None) -> ReplayResult:
+                progress: bool = False, timeout: float | None = None,
+                max_gap_s: float | None = None) -> ReplayResult:
     """Read `path` (CSV or Parquet), apply the bad-row and time-order policies, replay it."""
     schema = (feed.registry if feed is not None else cfg.registry())[table]
     data, report = read_file(path, schema)
     data = order_rows(data, report, order)
     return replay(cfg, table, data, report, speed=speed, feed=feed, feed_id=feed_id,
-                  progress=progress, timeout=timeout)
+                  progress=progress, timeout=timeout, max_gap_s=max_gap_s)
 
 
 def replay_hdb(cfg, date: str, table: str, *, speed: float | None = None, feed=None,
                feed_id: int | None = None, progress: bool = False,
-               timeout: float | None = None) -> ReplayResult:
+               timeout: float | None = None, max_gap_s: float | None = None) -> ReplayResult:
     """Replay one HDB date of `table`, always sorted by time."""
     part = hdb_partition(cfg, table, date)
     if not part.is_dir():
@@ -451,4 +460,4 @@ def replay_hdb(cfg, date: str, table: str, *, speed: float | None = None, feed=N
     data, report = read_parquet(part, schema)
     data = order_rows(data, report, "sort")
     return replay(cfg, table, data, report, speed=speed, feed=feed, feed_id=feed_id,
-                  progress=progress, timeout=timeout)
+                  progress=progress, timeout=timeout, max_gap_s=max_gap_s)

@@ -147,7 +147,7 @@ def test_buffer_full_policies(stack, policy):
         kept = np.arange(4, 10) if policy == "drop_oldest" else np.arange(6)
     assert time.monotonic() - t >= 0.2, "the producer blocked block_s before applying the policy"
     start_tp(cfg, procs)
-    assert f.close(15)
+    assert f.close(15), f.stats()
     assert (sizes(logged(cfg, 9)) == kept).all()
 
 
@@ -214,7 +214,7 @@ def test_tp_kill9_and_restart_loses_and_duplicates_nothing(stack):
     finally:
         stop.set()
         th.join()
-    assert f.close(15)
+    assert f.close(15), f.stats()
     s = f.stats()
     assert s.reconnects >= 1 and s.dropped == 0 and s.rejected == 0
     got = logged(cfg, 12)
