@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 MAX_ERRORS = 20           # error messages kept in a report; every bad row is counted
 PACE_WINDOW_S = 0.005     # paced replay publishes the rows due in each 5 ms of wall time at once
 
-_INT = r"^[+-]?\d{1,18}$"
+_INT = r"^[+-]?\d{1,19}$"       # overflow is caught by the cast (bisection)
 _FLOAT = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$|^[+-]?(inf|infinity|nan)$"
 _BOOL_TRUE = ["true", "t", "1", "yes", "y"]
 _BOOL_FALSE = ["false", "f", "0", "no", "n"]
