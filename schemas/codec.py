@@ -144,15 +144,21 @@ def encode(schema: Schema, data: Mapping[str, Any] | pa.RecordBatch | pa.Table,
     return b"".join(parts)
 
 
-def peek(buf: bytes | memoryview) -> Header:
-    """The header alone, checked only for magic and version (cheap: for logs already validated)."""
+def _unpack(buf) -> tuple:
+    """The header's fields, after checking size, magic and version."""
     if len(buf) < HEADER.size:
         raise CodecError(f"message of {len(buf)} bytes is shorter than the {HEADER.size}-byte header")
-    magic, ver, ncols, tlen, nrows, feed, fseq = HEADER.unpack_from(buf)
-    if magic != MAGIC:
-        raise CodecError(f"bad magic {bytes(magic)!r}: not a tickstack batch (expected {MAGIC!r})")
-    if ver != VERSION:
-        raise CodecError(f"batch version {ver} not supported (this build reads {VERSION})")
+    fields = HEADER.unpack_from(buf)
+    if fields[0] != MAGIC:
+        raise CodecError(f"bad magic {bytes(fields[0])!r}: not a tickstack batch (expected {MAGIC!r})")
+    if fields[1] != VERSION:
+        raise CodecError(f"batch version {fields[1]} not supported (this build reads {VERSION})")
+    return fields
+
+
+def peek(buf: bytes | memoryview) -> Header:
+    """The header alone (cheap: for messages already validated, such as log records)."""
+    _, _, _, tlen, nrows, feed, fseq = _unpack(buf)
     try:
         table = bytes(buf[HEADER.size: HEADER.size + tlen]).decode()
     except UnicodeDecodeError:
@@ -163,13 +169,7 @@ def peek(buf: bytes | memoryview) -> Header:
 def _layout(buf, registry: Registry) -> tuple[Header, Schema, list[tuple[int, int]]]:
     """Header, schema and (start, length) of each column section; checks sizes only."""
     n = len(buf)
-    if n < HEADER.size:
-        raise CodecError(f"message of {n} bytes is shorter than the {HEADER.size}-byte header")
-    magic, ver, ncols, tlen, nrows, feed, fseq = HEADER.unpack_from(buf)
-    if magic != MAGIC:
-        raise CodecError(f"bad magic {bytes(magic[:4])!r}: not a tickstack batch (expected {MAGIC!r})")
-    if ver != VERSION:
-        raise CodecError(f"batch version {ver} not supported (this build reads {VERSION})")
+    _, _, ncols, tlen, nrows, feed, fseq = _unpack(buf)
     pos = HEADER.size
     name = bytes(buf[pos: pos + tlen])
     schema = registry.get_bytes(name)

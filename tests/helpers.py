@@ -120,3 +120,27 @@ def trades(n_msgs: int, rows: int, start: int = 0, syms=("AAPL", "MSFT", "IBM"))
         i = start + m * rows + np.arange(rows)
         yield {"time": 1_700_000_000_000_000_000 + i, "sym": syms[i % len(syms)],
                "price": 100.0 + (i % 100) / 100, "size": i}
+
+
+class Flood:
+    """A feed sending `rows`-row trade batches flat out, in a thread, until `stop()`, which
+    returns the rows the TP acked."""
+
+    def __init__(self, cfg, rows: int):
+        import threading
+        self.running = threading.Event()
+        self.running.set()
+        self.sent: list[int] = []
+
+        def batches():
+            for b in trades(10**7, rows):
+                if not self.running.is_set():
+                    return
+                yield b
+        self.thread = threading.Thread(target=lambda: self.sent.append(send(cfg, "trade", batches())))
+        self.thread.start()
+
+    def stop(self) -> int:
+        self.running.clear()
+        self.thread.join()
+        return self.sent[0]

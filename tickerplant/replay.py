@@ -10,12 +10,8 @@ from typing import Iterator
 import pyarrow as pa
 from tqdm import tqdm
 
-from schemas.codec import HEADER, columns, decode
+from schemas.codec import columns, decode, peek
 from tickerplant.log import LogReader, is_control
-
-
-def _table(payload) -> str:
-    return bytes(payload[HEADER.size: HEADER.size + HEADER.unpack_from(payload)[3]]).decode()
 
 
 def replay(path: str | Path, registry, tables=None, first: int | None = None, verify: bool = True,
@@ -35,9 +31,9 @@ def replay(path: str | Path, registry, tables=None, first: int | None = None, ve
             last = end
             if is_control(rec.payload):
                 continue
-            if wanted is None or _table(rec.payload) in wanted:
-                _, batch = decode(rec.payload, registry)
-                yield rec.seq, _table(rec.payload), batch
+            table = peek(rec.payload).table
+            if wanted is None or table in wanted:
+                yield rec.seq, table, decode(rec.payload, registry)[1]
     finally:
         bar.close()
     if reader.error:

@@ -33,7 +33,7 @@ import numpy as np
 import pyarrow as pa
 import zmq
 
-from schemas.codec import HEADER, columns, decode
+from schemas.codec import columns, decode, peek
 from tickerplant.ctl import Unreachable, request
 from tickerplant.log import FILE_HEADER, LogReader, is_control, log_path, parse_control
 from tickerplant.tp import META, topic
@@ -163,7 +163,7 @@ class Subscriber:
                     yield from self._end()
                     return
                 continue
-            table = bytes(rec.payload[HEADER.size: HEADER.size + HEADER.unpack_from(rec.payload)[3]]).decode()
+            table = peek(rec.payload).table
             if (self.tables is None or table in self.tables) and rec.seq > self.last.get(table, 0):
                 self.counters["from_log"] += 1
                 ev = self._deliver(table, rec.seq, rec.payload)

@@ -35,9 +35,9 @@ from collections import Counter, defaultdict
 
 import zmq
 
-from schemas.codec import HEADER, MAGIC, CodecError, validate
+from schemas.codec import HEADER, MAGIC, CodecError, peek, validate
 from tickerplant.clock import Clock
-from tickerplant.log import FILE_HEADER, LogReader, LogWriter, is_control, log_path, day_of
+from tickerplant.log import LogReader, LogWriter, day_of, is_control, log_path
 
 log = logging.getLogger("tickerplant")
 META = struct.Struct("<IQQ")
@@ -106,10 +106,10 @@ class Tickerplant:
         for rec in LogReader(w.path).records(verify=False):
             if is_control(rec.payload):
                 continue
-            _, _, _, tlen, _, feed, fseq = HEADER.unpack_from(rec.payload)
-            self.last[bytes(rec.payload[HEADER.size: HEADER.size + tlen]).decode()] = rec.seq
-            if feed:
-                self.fseq[feed] = max(self.fseq.get(feed, 0), fseq)
+            head = peek(rec.payload)
+            self.last[head.table] = rec.seq
+            if head.feed:
+                self.fseq[head.feed] = max(self.fseq.get(head.feed, 0), head.fseq)
         log.info("continuing %s at seq %d", w.path, w.seq)
 
     def _start(self, w: LogWriter, day: dt.date) -> None:

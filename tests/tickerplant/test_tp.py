@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import zmq
 
-from helpers import send, trades, wait_for
+from helpers import Flood, send, trades, wait_for
 from schemas.codec import encode
 from tickerplant.ctl import request
 from tickerplant.log import check, log_path
@@ -92,30 +92,21 @@ def test_every_tick_reaches_a_subscriber_once(make_stack, mode):
 def test_mid_stream_join_at_full_rate_gets_the_whole_day(stack):
     cfg, procs = stack
     start_tp(cfg, procs)
-    running = threading.Event()
-    running.set()
-
-    def until_stopped():
-        for i, batch in enumerate(trades(10**6, 10)):
-            if not running.is_set():
-                return
-            yield batch
-    sent = []
-    sender = threading.Thread(target=lambda: sent.append(send(cfg, "trade", until_stopped())))
-    sender.start()
-    wait_for(lambda: request(cfg.tickerplant.ctl, "status")["seq"] > 300, what="some ingest")
-    c = Collector(cfg)  # joins while the feed runs flat out
+    flood = Flood(cfg, 10)
+    c = None
     try:
+        wait_for(lambda: request(cfg.tickerplant.ctl, "status")["seq"] > 300, what="some ingest")
+        c = Collector(cfg)  # joins while the feed runs flat out
         wait_for(lambda: c.sub.counters["live"] > 100, what="the joiner going live")
-        running.clear()
-        sender.join()
-        wait_for(lambda: c.rows() >= sent[0], what="the full day at the late joiner")
+        n = flood.stop()
+        wait_for(lambda: c.rows() >= n, what="the full day at the late joiner")
         time.sleep(0.3)
-        assert_exact(c, sent[0])
+        assert_exact(c, n)
         assert c.sub.counters["from_log"] > 0
     finally:
-        running.clear()
-        c.stop()
+        flood.running.clear()
+        if c:
+            c.stop()
 
 
 def test_sym_filtered_subscriber_sees_only_its_syms(stack):
@@ -222,24 +213,12 @@ def test_end_of_day_while_ingesting_puts_each_message_in_one_day(stack):
     cfg, procs = stack
     start_tp(cfg, procs)
     c = Collector(cfg)
-    running = threading.Event()
-    running.set()
-
-    def until_stopped():
-        for batch in trades(10**6, 5):
-            if not running.is_set():
-                return
-            yield batch
-    sent = []
-    sender = threading.Thread(target=lambda: sent.append(send(cfg, "trade", until_stopped())))
+    flood = Flood(cfg, 5)
     try:
-        sender.start()
         wait_for(lambda: request(cfg.tickerplant.ctl, "status")["seq"] > 500, what="ingest")
         ended = request(cfg.tickerplant.ctl, "eod")  # while the feed runs flat out
         wait_for(lambda: request(cfg.tickerplant.ctl, "status")["seq"] > 500, what="ingest on the new day")
-        running.clear()
-        sender.join()
-        n = sent[0]
+        n = flood.stop()
         wait_for(lambda: c.rows() >= n, what="all rows across the roll")
         time.sleep(0.3)
         assert_exact(c, n)
@@ -252,5 +231,5 @@ def test_end_of_day_while_ingesting_puts_each_message_in_one_day(stack):
         new = check(log_path(cfg.tplog_dir, after[0].date))
         assert old.ended and (old.records - 1) * 5 + new.records * 5 == n  # - the end-of-day marker
     finally:
-        running.clear()
+        flood.running.clear()
         c.stop()
