@@ -261,3 +261,16 @@ def test_batching_property(shared_tp, calls, batch_rows):
     assert (sizes(got) == np.arange(start)).all()
     if start:
         assert len(got) >= -(-start // batch_rows)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.text(max_size=8), max_size=30))
+def test_text_columns_convert_exactly(values):
+    """The no-per-row-object path for numpy str columns gives the same strings, or declines."""
+    from feedhandlers.base import _ascii_strings
+    arr = np.array(values, dtype=str) if values else np.array([], dtype="<U1")
+    out = _ascii_strings(arr)
+    if out is not None:
+        assert out.to_pylist() == arr.tolist()
+    else:
+        assert len(arr) == 0 or not all(v.isascii() for v in arr.tolist())
