@@ -2,6 +2,8 @@
 policies, rejects, and a TP killed with -9 and restarted while the feed keeps producing."""
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 
@@ -113,6 +115,25 @@ def test_time_flush_and_zero_latency(stack):
     assert [b.num_rows for *_, b in logged(cfg, 7)] == [1] * 20
 
 
+def test_rate_limits(stack):
+    cfg, procs = stack
+    start_tp(cfg, procs)
+    f = Feed(cfg, 13, batch_rows=100, max_rows_per_s=4000)
+    t = time.monotonic()
+    for i in range(20):                    # 2000 rows at 4000/s, 400 of them a free burst
+        f.publish("trade", trade_rows(100 * i, 100))
+    assert time.monotonic() - t >= 0.35
+    assert f.close(10)
+    g = Feed(cfg, 14, batch_rows=10, max_msgs_per_s=50)
+    t = time.monotonic()
+    for i in range(30):                    # 30 messages at 50/s, 5 of them a free burst
+        g.publish("trade", trade_rows(10 * i, 10))
+    assert time.monotonic() - t >= 0.45
+    assert g.close(10)
+    assert (sizes(logged(cfg, 13)) == np.arange(2000)).all()
+    assert (sizes(logged(cfg, 14)) == np.arange(300)).all()
+
+
 def test_tp_down_at_start_then_up(stack):
     """Produced while the TP is down: buffered unnumbered, numbered by the hello answer."""
     cfg, procs = stack
@@ -205,6 +226,11 @@ def test_tp_kill9_and_restart_loses_and_duplicates_nothing(stack):
     th.start()
     try:
         wait_for(lambda: f.stats().acked > 20, timeout=10, what="acks before the kill")
+        # Freeze the TP first, so messages pile up sent-but-unlogged in its socket buffers:
+        # the kill then loses them in flight, and only the feed's resend can bring them back.
+        os.kill(procs.running["tp"].pid, signal.SIGSTOP)
+        sent = f.stats().sent
+        wait_for(lambda: f.stats().sent > sent + 10, timeout=10, what="sends into the frozen TP")
         procs.kill("tp")                                  # SIGKILL: no clean shutdown
         during = f.stats().acked_rows
         time.sleep(0.5)                                   # producing into the buffer meanwhile
@@ -217,6 +243,7 @@ def test_tp_kill9_and_restart_loses_and_duplicates_nothing(stack):
     assert f.close(15), f.stats()
     s = f.stats()
     assert s.reconnects >= 1 and s.dropped == 0 and s.rejected == 0
+    assert s.resent >= 10, "the messages lost in flight were sent again"
     got = logged(cfg, 12)
     fseqs = [fs for _, fs, _, _ in got]
     assert fseqs == list(range(1, len(fseqs) + 1)), "each fseq exactly once, in order"
