@@ -9,12 +9,18 @@ from __future__ import annotations
 
 import math
 import signal
+import sys
 import threading
 
 import click
 
 REPLAY_ID = 2
 ITCH_ID = 3
+
+
+def _tty() -> bool:
+    """Progress bars only on a terminal: a detached feed's log file should not fill with them."""
+    return sys.stderr.isatty()
 
 
 def _on_term(stop: threading.Event) -> None:
@@ -45,7 +51,7 @@ def feed():
 @click.option("--seconds", type=float, default=None, help="run this long (default: until Ctrl-C)")
 @click.option("--seed", type=int, default=None, help="random seed (default [feed] seed)")
 @click.option("--feed-id", type=int, default=None, help="feed id (default [feed] feed_id)")
-@click.option("--progress/--no-progress", default=True, help="show a progress bar")
+@click.option("--progress/--no-progress", default=_tty, help="progress bar (default: on a terminal)")
 @click.pass_obj
 def sim_cmd(cfg, syms, rate, seconds, seed, feed_id, progress):
     """Run the market simulator into the tickerplant."""
@@ -85,7 +91,7 @@ def sim_cmd(cfg, syms, rate, seconds, seed, feed_id, progress):
 @click.option("--max-gap", type=float, default=10.0, show_default=True,
               help="paced replay: cut longer pauses in the data to this many seconds")
 @click.option("--feed-id", type=int, default=REPLAY_ID, show_default=True)
-@click.option("--progress/--no-progress", default=True, help="show a progress bar")
+@click.option("--progress/--no-progress", default=_tty, help="progress bar (default: on a terminal)")
 @click.pass_obj
 def replay_cmd(cfg, file, hdb_date, table, speed, asap, order, max_gap, feed_id, progress):
     """Replay a CSV/Parquet FILE or an HDB date into the tickerplant."""
@@ -123,7 +129,7 @@ def replay_cmd(cfg, file, hdb_date, table, speed, asap, order, max_gap, feed_id,
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @click.option("--date", "date", required=True, help="the trading date of the file, YYYY-MM-DD")
 @click.option("--feed-id", type=int, default=ITCH_ID, show_default=True)
-@click.option("--progress/--no-progress", default=True, help="show a progress bar")
+@click.option("--progress/--no-progress", default=_tty, help="progress bar (default: on a terminal)")
 @click.pass_obj
 def itch_cmd(cfg, file, date, feed_id, progress):
     """Replay a NASDAQ ITCH 5.0 FILE as quotes (top of book) and trades, as fast as possible."""

@@ -18,7 +18,6 @@ import math
 import multiprocessing as mp
 import time
 
-import numpy as np
 import zmq
 
 from ops.bench.common import free_port, report, tickerplant
@@ -46,7 +45,7 @@ def _messages(blocks: list[dict], batch_rows: int) -> tuple[list[bytes], int]:
     return out, rows
 
 
-def _router(endpoint: str, ready, result) -> None:
+def _router(endpoint: str, ready) -> None:
     """Bare ROUTER: count frames until b"end", then answer with the count."""
     ctx = zmq.Context()
     r = ctx.socket(zmq.ROUTER)
@@ -93,7 +92,7 @@ def bench_raw(msgs: list[bytes], rows: int) -> float:
     ep = f"tcp://127.0.0.1:{free_port()}"
     ctx = mp.get_context("spawn")
     ready = ctx.Event()
-    p = ctx.Process(target=_router, args=(ep, ready, None), daemon=True)
+    p = ctx.Process(target=_router, args=(ep, ready), daemon=True)
     p.start()
     try:
         ready.wait(30)

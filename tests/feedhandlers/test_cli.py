@@ -93,3 +93,26 @@ def test_group_takes_the_config_from_the_context(stack):
     assert res.exit_code == 0, res.output
     got = rows_by(cfg, 9)
     assert got["quote"] + got["trade"] == 250
+
+
+def test_sim_stops_cleanly_on_sigterm(stack):
+    """A detached sim (no --seconds) stopped with SIGTERM flushes and waits for its acks:
+    every event it reports is in the log."""
+    import re
+    import signal
+    cfg, procs = stack
+    start_tp(cfg, procs)
+    p = subprocess.Popen([sys.executable, "-m", "feedhandlers", "--config", str(cfg.root / "tickstack.toml"),
+                          "--home", str(cfg.root), "sim", "--syms", "4", "--rate", "3000"],
+                         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: sum(rows_by(cfg, 1).values()) > 1000, timeout=20, what="sim rows in the log")
+        p.send_signal(signal.SIGTERM)
+        out, err = p.communicate(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 0, err
+    events = int(re.search(r"^(\d+) events", out, re.M).group(1))
+    assert sum(rows_by(cfg, 1).values()) == events
