@@ -333,18 +333,18 @@ class MarketSim:
 def run_sim(cfg, syms: int | list[str] | None = None, rate: float | None = None,
             seconds: float | None = None, *, seed: int | None = None, feed=None,
             feed_id: int | None = None, stop=None, progress=None) -> dict:
-    """Drive a Feed with the simulator at `rate` events/s (None or inf: as fast as the TP takes
-    them) for `seconds` (None: until `stop()` returns True or KeyboardInterrupt). Events are
-    stamped with wall-clock time when paced; as fast as possible they carry the simulator's own
-    clock, starting now. Returns counts and the feed's stats."""
+    """Drive a Feed with the simulator at `rate` events/s (math.inf: as fast as the TP takes
+    them) for `seconds` (None: until `stop()` returns True or KeyboardInterrupt). `syms`, `rate`
+    and `seed` default (None) to the `[feed]` settings. Events are stamped with wall-clock time (each
+    block spread over the interval since the previous one), so a live stack sees "now".
+    Returns counts and the feed's stats."""
     from feedhandlers.base import Feed   # local: the simulator itself needs no ZeroMQ
 
     syms = cfg.feed.syms if syms is None else syms
     rate = cfg.feed.rate if rate is None else rate
     seed = cfg.feed.seed if seed is None else seed
-    asap = rate is None or math.isinf(rate)
-    sim = MarketSim(syms, seed=seed, start_ns=time.time_ns(),
-                    event_rate=1000.0 if asap else rate)
+    asap = math.isinf(rate)
+    sim = MarketSim(syms, seed=seed, start_ns=time.time_ns(), event_rate=1e6 if asap else rate)
     own = feed is None
     feed = feed or Feed(cfg, feed_id)
     events = 0
@@ -361,7 +361,7 @@ def run_sim(cfg, syms: int | list[str] | None = None, rate: float | None = None,
                 break
             if asap:
                 n = 20_000
-                cols = sim.step(n)
+                cols = sim.step(n, until=time.time_ns())
             else:
                 target = int(rate * min(elapsed + dt, seconds if seconds is not None else math.inf))
                 n = max(0, target - events)

@@ -190,3 +190,45 @@ def test_bad_arguments():
     assert MarketSim(1).pairs == []
     out = MarketSim(3).step(0)
     assert len(out["quote"]["time"]) == 0 and len(out["trade"]["time"]) == 0
+
+
+def test_run_sim_into_the_tickerplant(stack):
+    """run_sim at a low and an unlimited rate: every event logged once, stamped with now."""
+    import math
+    import time
+
+    from feedhandlers.base import Feed
+    from feedhandlers.sim import run_sim
+    from helpers import wait_for
+    from schemas.codec import decode
+    from tickerplant.ctl import request
+    from tickerplant.log import LogReader, is_control
+
+    cfg, procs = stack
+    procs.start("tickerplant", name="tp")
+
+    def alive():
+        try:
+            return request(cfg.tickerplant.ctl, "status", timeout=0.5)
+        except Exception:
+            return None
+    wait_for(alive, timeout=20, what="tickerplant")
+    before = time.time_ns()
+    slow = run_sim(cfg, 3, 8.0, 1.0, feed_id=31)                  # a few ticks a second
+    fast_feed = Feed(cfg, 32)
+    fast = run_sim(cfg, 10, math.inf, 0.5, feed=fast_feed)        # as fast as the TP takes them
+    assert fast_feed.close(20)
+    after = time.time_ns()
+    assert slow["events"] == 8 and fast["events"] > 20_000
+    reg = cfg.registry()
+    got = {31: 0, 32: 0}
+    times = []
+    for path in sorted(cfg.tplog_dir.glob("tp_*.log")):
+        for rec in LogReader(path).records():
+            if not is_control(rec.payload):
+                head, b = decode(bytes(rec.payload), reg)
+                got[head.feed] += head.nrows
+                times.append(b.column("time").cast("int64").to_numpy())
+    assert got == {31: 8, 32: fast["events"]}
+    t = np.concatenate(times)
+    assert before <= t.min() and t.max() <= after
