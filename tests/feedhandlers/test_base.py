@@ -251,6 +251,28 @@ def test_tp_kill9_and_restart_loses_and_duplicates_nothing(stack):
     assert s.acked == len(fseqs)
 
 
+def test_ack_timeout_resends_and_the_tp_drops_the_duplicates(stack):
+    """A TP frozen past ack_timeout (no disconnect for the monitor to see): the feed resends;
+    when the TP thaws it gets every message twice and logs each once."""
+    cfg, procs = stack
+    start_tp(cfg, procs)
+    f = Feed(cfg, 15, batch_rows=10, ack_timeout_ms=300)
+    pid = procs.running["tp"].pid
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        f.publish("trade", trade_rows(0, 50))
+        wait_for(lambda: f.stats().ack_timeouts >= 1 and f.stats().resent >= 5, timeout=10,
+                 what="an ack timeout and resend")
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert f.close(10)
+    s = f.stats()
+    assert s.reconnects == 0 and s.acked == 5
+    assert [fs for _, fs, _, _ in logged(cfg, 15)] == [1, 2, 3, 4, 5]
+    assert (sizes(logged(cfg, 15)) == np.arange(50)).all()
+    assert _alive(cfg)["counters"]["duplicates"] >= 5
+
+
 @pytest.fixture(scope="module")
 def shared_tp(tmp_path_factory):
     from helpers import Procs, write_config
