@@ -22,14 +22,11 @@ feed, so the times are now).
 """
 from __future__ import annotations
 
-import logging
 import math
 import time
 from typing import NamedTuple
 
 import numpy as np
-
-log = logging.getLogger(__name__)
 
 NS = 1_000_000_000
 SESSION_S = 6.5 * 3600                      # one trading session of simulated time
@@ -133,7 +130,6 @@ class MarketSim:
         self._w_time = np.zeros(n)
         self._s = rng.normal(0, spread_vol, n_pairs)
         self._s_time = np.zeros(n_pairs)
-        self._vol_scale = 1.0
         # Inverse of the cumulative intensity over one session, for time-changed arrivals.
         self._grid_x = np.linspace(0.0, 1.0, 20_001)
         self._grid_u = _u_integral(self._grid_x)
