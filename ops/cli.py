@@ -6,7 +6,6 @@
 """
 from __future__ import annotations
 
-import datetime as dt
 import importlib
 import json
 import sys
@@ -269,6 +268,7 @@ def log_replay(cfg, file, tables, first, sql):
         store = Store(reg)
         try:
             rows = replay_into(store, file, reg, tables or None, first, progress=True)
+            click.echo(f"loaded {rows} rows", err=True)
         except ValueError as e:
             click.echo(f"warning: {e}", err=True)
         eng = Engine(today=store.snapshot, registry=reg)

@@ -10,7 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-from ops.config import load
 
 
 def free_port() -> int:
@@ -144,3 +143,18 @@ class Flood:
         self.running.clear()
         self.thread.join()
         return self.sent[0]
+
+
+def tp_status(cfg):
+    """The TP's status, or None while it does not answer."""
+    from tickerplant.ctl import request
+    try:
+        return request(cfg.tickerplant.ctl, "status", timeout=0.5)
+    except Exception:  # noqa: BLE001 - not up (yet)
+        return None
+
+
+def start_tp(cfg, procs):
+    """Start the TP as a process (named "tp") and wait until its control socket answers."""
+    procs.start("tickerplant", name="tp")
+    wait_for(lambda: tp_status(cfg), timeout=20, what="tickerplant ctl")

@@ -13,25 +13,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from feedhandlers.base import BufferFull, Feed, TokenBucket
-from helpers import wait_for
+from helpers import start_tp, tp_status, wait_for
 from schemas.codec import decode
 from schemas.registry import load_registry
-from tickerplant.ctl import request
 from tickerplant.log import LogReader, is_control
 
 T0 = 1_700_000_000_000_000_000
 
 
-def start_tp(cfg, procs):
-    procs.start("tickerplant", name="tp")
-    wait_for(lambda: _alive(cfg), timeout=20, what="tickerplant ctl")
-
-
-def _alive(cfg):
-    try:
-        return request(cfg.tickerplant.ctl, "status", timeout=0.5)
-    except Exception:
-        return None
 
 
 def logged(cfg, feed: int | None = None, registry=None):
@@ -270,7 +259,7 @@ def test_ack_timeout_resends_and_the_tp_drops_the_duplicates(stack):
     assert s.reconnects == 0 and s.acked == 5
     assert [fs for _, fs, _, _ in logged(cfg, 15)] == [1, 2, 3, 4, 5]
     assert (sizes(logged(cfg, 15)) == np.arange(50)).all()
-    assert _alive(cfg)["counters"]["duplicates"] >= 5
+    assert tp_status(cfg)["counters"]["duplicates"] >= 5
 
 
 @pytest.fixture(scope="module")

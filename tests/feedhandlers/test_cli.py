@@ -11,24 +11,13 @@ import pyarrow.csv as pacsv
 from click.testing import CliRunner
 
 from feedhandlers.cli import feed
-from helpers import wait_for
+from helpers import start_tp, wait_for
 from schemas.codec import decode
-from tickerplant.ctl import request
 from tickerplant.log import LogReader, is_control
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def start_tp(cfg, procs):
-    procs.start("tickerplant", name="tp")
-    wait_for(lambda: _alive(cfg), timeout=20, what="tickerplant ctl")
-
-
-def _alive(cfg):
-    try:
-        return request(cfg.tickerplant.ctl, "status", timeout=0.5)
-    except Exception:
-        return None
 
 
 def rows_by(cfg, feed_id: int) -> dict[str, int]:

@@ -14,10 +14,9 @@ from hypothesis import strategies as st
 
 from feedhandlers.replay import (MAX_ERRORS, ReplayError, order_rows, read_csv, read_file,
                                  replay_file, replay_hdb)
-from helpers import wait_for
+from helpers import start_tp
 from schemas.codec import decode
 from schemas.registry import load_registry
-from tickerplant.ctl import request
 from tickerplant.log import LogReader, is_control
 
 TRADE = load_registry()["trade"]
@@ -25,16 +24,6 @@ QUOTE = load_registry()["quote"]
 T0 = 1_700_000_000_000_000_000
 
 
-def start_tp(cfg, procs):
-    procs.start("tickerplant", name="tp")
-    wait_for(lambda: _alive(cfg), timeout=20, what="tickerplant ctl")
-
-
-def _alive(cfg):
-    try:
-        return request(cfg.tickerplant.ctl, "status", timeout=0.5)
-    except Exception:
-        return None
 
 
 def logged_table(cfg, table: str, feed: int) -> pa.Table:

@@ -9,7 +9,7 @@ import pytest
 
 from hdb.server import query
 from hdb.sql import QueryError
-from helpers import send, trades, wait_for
+from helpers import send, tp_status, trades, wait_for
 from tickerplant.ctl import request
 
 
@@ -17,7 +17,7 @@ def start(cfg, procs, *names):
     for name in names:
         procs.start({"tp": "tickerplant"}.get(name, name), name=name)
         if name == "tp":
-            wait_for(lambda: _try(lambda: request(cfg.tickerplant.ctl, "status", timeout=0.5)), what="tp")
+            wait_for(lambda: tp_status(cfg), what="tp")
         else:
             wait_for(lambda: _try(lambda: query(cfg.rdb.query, "select 1", timeout=0.5)), what="rdb")
 

@@ -8,7 +8,7 @@ import pytest
 import zmq
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from helpers import Procs, trades, wait_for, write_config
+from helpers import Procs, tp_status, trades, wait_for, write_config
 from ops.config import load
 from schemas.codec import CodecError, encode, validate
 from tickerplant.ctl import request
@@ -22,20 +22,13 @@ def tp(tmp_path_factory):
     cfg = load(path, home)
     procs = Procs(path, home)
     procs.start("tickerplant", name="tp")
-    wait_for(lambda: _status(cfg), what="tp")
+    wait_for(lambda: tp_status(cfg), what="tp")
     d = zmq.Context.instance().socket(zmq.DEALER)
     d.setsockopt(zmq.LINGER, 0)
     d.connect(cfg.tickerplant.ingest)
     yield cfg, d, {"good": 0}  # "good": messages the TP must have logged; feed id -> last fseq
     d.close(0)
     procs.stop_all()
-
-
-def _status(cfg):
-    try:
-        return request(cfg.tickerplant.ctl, "status", timeout=0.5)
-    except Exception:
-        return None
 
 
 GOOD = [encode(load(None).registry()["trade"], b) for b in trades(4, 7)]
@@ -101,4 +94,4 @@ def test_control_socket_answers_garbage_with_an_error(tp, raw):
             assert "error" in reply
     finally:
         s.close(0)
-    assert _status(cfg) is not None
+    assert tp_status(cfg) is not None

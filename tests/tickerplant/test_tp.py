@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import zmq
 
-from helpers import Flood, send, trades, wait_for
+from helpers import Flood, send, start_tp, trades, wait_for
 from schemas.codec import encode
 from tickerplant.ctl import request
 from tickerplant.log import check, log_path
@@ -54,16 +54,6 @@ class Collector:
         self.thread.join(5)
 
 
-def start_tp(cfg, procs):
-    procs.start("tickerplant", name="tp")
-    wait_for(lambda: _alive(cfg), what="tickerplant ctl")
-
-
-def _alive(cfg):
-    try:
-        return request(cfg.tickerplant.ctl, "status", timeout=0.5)
-    except Exception:
-        return None
 
 
 def assert_exact(c: Collector, n_rows: int):
