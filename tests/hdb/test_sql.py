@@ -203,3 +203,17 @@ def test_bad_sql_is_a_query_error(eng):
     for sql in ["", "   ", "SELEC 1", "SELECT * FROM nosuch", "SELECT 1/'x'"]:
         with pytest.raises(QueryError):
             eng.query(sql)
+
+
+def test_asof_join_never_planned_as_a_nested_loop(eng):
+    """DuckDB's ~1-row estimate for a hive-filtered scan would make every ASOF join a nested
+    loop (1000x slower on a real day); the engine turns that off for every thread's cursor."""
+    import threading
+    seen = []
+    t = threading.Thread(target=lambda: seen.append(
+        eng.query("SELECT current_setting('asof_loop_join_threshold') AS v").table.column(0)[0].as_py()))
+    t.start()
+    t.join()
+    assert seen == [0]
+    plan = eng.query(f"EXPLAIN FROM aj_trades(DATE '{DAY}')").table.column(1)[0].as_py()
+    assert "ASOF" in plan.upper() and "NESTED_LOOP" not in plan.upper().replace(" ", "_")
