@@ -158,6 +158,7 @@ class Engine:
         self.max_rows = int(max_rows)
         self._local = threading.local()
         self._lock = threading.Lock()
+        self._cursors: list[_Cursor] = []
         self._con = self._connect()
 
     # -- setup -------------------------------------------------------------------------------
@@ -184,6 +185,7 @@ class Engine:
         if cur is None:
             with self._lock:
                 cur = _Cursor(self._con.cursor())
+                self._cursors.append(cur)
             self._local.cur = cur
         return cur
 
@@ -304,4 +306,10 @@ class Engine:
         return Result(table, truncated, (time.perf_counter() - t0) * 1e3)
 
     def close(self) -> None:
-        self._con.close()
+        """Close every thread's cursor, then the database (call once queries have stopped:
+        a DuckDB connection left to interpreter shutdown can abort the process)."""
+        with self._lock:
+            for cur in self._cursors:
+                cur.con.close()
+            self._cursors.clear()
+            self._con.close()
