@@ -115,62 +115,41 @@ def _int64_view(col: pa.ChunkedArray) -> np.ndarray:
 
 
 class SortPlan(NamedTuple):
-    rank: np.ndarray        # per input row: its sym's rank in sorted sym order
-    time: np.ndarray        # per input row: ns
-    time_sorted: bool       # input already in time order (the usual case)
-    done: bool              # input already in (sym, time) order: nothing to sort
-    counts: np.ndarray      # rows per rank
+    order: np.ndarray | None    # rows in (sym, time) order, stable; None: already in order
+    counts: np.ndarray          # rows per sym rank (rank = position in sorted sym order)
+
+
+def _stable_argsort(keys: np.ndarray) -> np.ndarray:
+    """Stable argsort via Arrow: a counting sort for 16-bit keys (~7x numpy's stable sort)."""
+    return pc.array_sort_indices(pa.array(keys)).to_numpy()
 
 
 def plan_sort(table: pa.Table) -> SortPlan:
+    """How to put `table` in (sym, time) order: one O(rows) counting sort on the sym rank when
+    time is already in order (the usual case: ticks arrive in time order), a stable time sort
+    first otherwise; nothing when the table is already sorted (e.g. re-saving history)."""
     rank = _sym_rank(table.column("sym"))
     t = _int64_view(table.column("time"))
     counts = np.bincount(rank) if len(rank) else np.zeros(0, np.int64)
     if len(t) < 2:
-        return SortPlan(rank, t, True, True, counts)
+        return SortPlan(None, counts)
     time_sorted = bool((t[1:] >= t[:-1]).all())
-    done = bool((rank[1:] >= rank[:-1]).all())
-    if done and not time_sorted:
+    if (rank[1:] >= rank[:-1]).all():
         same = rank[1:] == rank[:-1]
-        done = bool((t[1:][same] >= t[:-1][same]).all())
-    return SortPlan(rank, t, time_sorted, done, counts)
-
-
-def _stable_argsort(keys: np.ndarray) -> np.ndarray:
-    """Stable argsort via Arrow: a counting sort for 16-bit keys (~7x numpy's) that releases
-    the GIL, so parts are ordered in parallel."""
-    return pc.array_sort_indices(pa.array(keys)).to_numpy()
-
-
-def part_order(plan: SortPlan, r0: int, r1: int) -> np.ndarray | None:
-    """The rows whose sym rank is in [r0, r1), in (sym, time) order, stable; None when the
-    input is already sorted. One O(rows) counting sort when time is in order (the usual case:
-    ticks arrive in time order), a time sort first otherwise."""
-    if plan.done:
-        return None
-    rank, t = plan.rank, plan.time
-    if r0 == 0 and r1 >= len(plan.counts):
-        idx = None
-    else:
-        idx = np.flatnonzero((rank >= r0) & (rank < r1))
-        rank = rank[idx]
-    if plan.time_sorted:
-        order = _stable_argsort(rank)
-    else:
-        by_time = _stable_argsort(t if idx is None else t[idx])
-        order = by_time[_stable_argsort(rank[by_time])]
-    return order if idx is None else idx[order]
+        if time_sorted or (t[1:][same] >= t[:-1][same]).all():
+            return SortPlan(None, counts)
+    if time_sorted:
+        return SortPlan(_stable_argsort(rank), counts)
+    by_time = _stable_argsort(t)
+    return SortPlan(by_time[_stable_argsort(rank[by_time])], counts)
 
 
 def sort_order(table: pa.Table) -> tuple[np.ndarray | None, np.ndarray]:
     """(row order by sym then time, stable, or None when already in that order; the sym ranks
     in the sorted order)."""
     plan = plan_sort(table)
-    order = part_order(plan, 0, len(plan.counts))
-    if order is None:
-        return None, plan.rank
     # the sorted ranks are each rank repeated by its count: cheaper than rank[order]
-    return order, np.repeat(np.arange(len(plan.counts), dtype=plan.rank.dtype), plan.counts)
+    return plan.order, np.repeat(np.arange(len(plan.counts), dtype=np.int32), plan.counts)
 
 
 def reorder(table: pa.Table, order: np.ndarray) -> pa.Table:
@@ -295,8 +274,8 @@ def write_file(path: Path, table: pa.Table, opts: dict, rg: int, bar=None) -> No
 def write_partition(directory: Path, table: pa.Table, plan: SortPlan, schema,
                     progress: bool = True, desc: str = "") -> list[Path]:
     """The table in (sym, time) order as part-0.parquet and, for big tables, part-1...
-    cut at sym boundaries. Each part is ordered, gathered (take) and encoded by its own
-    thread: numpy sorts and Arrow takes and writes release the GIL, so parts use every core."""
+    cut at sym boundaries. Each part is gathered (take) and encoded by its own thread: both
+    are single-threaded per call in Arrow and release the GIL, so parts use every core."""
     from tqdm import tqdm
 
     n = table.num_rows
@@ -308,9 +287,8 @@ def write_partition(directory: Path, table: pa.Table, plan: SortPlan, schema,
     opts = writer_options(schema)
 
     def write(job, bar):
-        path, r0, r1, a, b = job
-        order = part_order(plan, r0, r1)
-        rows = table.slice(a, b - a) if order is None else table.take(pa.array(order))
+        path, _, _, a, b = job
+        rows = table.slice(a, b - a) if plan.order is None else table.take(pa.array(plan.order[a:b]))
         write_file(path, rows, opts, rg, bar)
 
     with tqdm(total=n, unit="rows", unit_scale=True, desc=desc, leave=False,
