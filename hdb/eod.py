@@ -1,9 +1,12 @@
 """End of day: a day's tables into the Parquet history, atomically.
 
 Layout: `<hdb>/<table>/date=YYYY-MM-DD/part-0.parquet` (hive partitioning; any Parquet reader
-can read it). Each file is sorted by sym then time, zstd-compressed, with the sym column
-dictionary-encoded, `time` as timestamp[ns], statistics on every column and row groups of about
-rows/(2*nsyms) rows (bounded), so a filter on one sym reads only the two or three row groups
+can read it). A big day (>= 2M rows per core) is split into part-0..part-3, each a contiguous
+range of syms written by its own thread, so the files in name order are still one sorted
+sequence and every sym lives in exactly one file. Each file is sorted by sym then time,
+zstd-compressed, with the sym column dictionary-encoded (prices too: they repeat), `time` as
+timestamp[ns] with delta encoding, statistics on every column and row groups of about
+rows/(2*nsyms) rows (bounded to 128k..1M), so a filter on one sym reads only the few row groups
 that hold it; the sort order is recorded in the file's `sorting_columns`.
 
 Atomicity: the partition is written into `<hdb>/<table>/.tmp-date=...-<id>/` (invisible to the
@@ -11,7 +14,7 @@ Atomicity: the partition is written into `<hdb>/<table>/.tmp-date=...-<id>/` (in
 with the new one in a single `renameat2(RENAME_EXCHANGE)` call, so readers see the old day or
 the new day, never a mix or nothing. A crash (kill -9) at any point leaves either the old
 partition or the new one, plus at most a hidden temporary directory that the next write of that
-day removes. Re-running EOD for a day rewrites the same bytes' worth of rows: idempotent.
+day removes. Re-running EOD for a day with the same rows gives the same files: idempotent.
 
 `rebuild_from_log` is the recovery path when the RDB was lost: the day's tickerplant log is
 decoded and saved the same way. `list_partitions` backs `tickstack hdb ls`.
