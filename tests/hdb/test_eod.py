@@ -190,3 +190,18 @@ def test_rebuild_from_log(tmp_path, registry):
     gq = pq.read_table(part_dir(tmp_path / "hdb", "quote")).cast(pa.schema(
         [(f.name, pa.string() if f.name == "sym" else f.type) for f in quotes.schema]))
     assert gq.equals(sorted_by_sym_time(quotes))
+
+
+def test_big_day_parts_are_sym_ranges_in_order(tmp_path, registry, monkeypatch):
+    import hdb.eod as eod
+    monkeypatch.setattr(eod, "PARALLEL_MIN_ROWS", 10_000)
+    monkeypatch.setattr(eod.os, "cpu_count", lambda: 4)
+    src = make_trades(60_000, nsyms=30, time_sorted=False)
+    save_day(tmp_path, DAY, {"trade": src}, registry, progress=False)
+    files = sorted(part_dir(tmp_path).glob("*.parquet"))
+    assert [f.name for f in files] == [f"part-{i}.parquet" for i in range(4)]
+    parts = [pq.read_table(f) for f in files]
+    syms = [set(p.column("sym").cast(pa.string()).to_pylist()) for p in parts]
+    assert all(a.isdisjoint(b) for i, a in enumerate(syms) for b in syms[i + 1:])
+    # the files in name order are one sorted sequence equal to the input
+    assert as_plain(pa.concat_tables(parts)).equals(as_plain(sorted_by_sym_time(src)))
