@@ -154,3 +154,15 @@ def test_live_bulk(live_setup):
     vwap = questdb_query(s.pg, f'SELECT sum(price * size) / sum(size) AS v FROM "{name}"').column("v")[0].as_py()
     want = (pa.compute.sum(pa.compute.multiply(t["price"], t["size"])).as_py() / pa.compute.sum(t["size"]).as_py())
     assert abs(vwap - want) < 1e-9 * abs(want)
+
+
+def test_ilp_path_runs_through_the_real_sender_and_fails_cleanly(registry, monkeypatch):
+    """With the DDL step skipped, the rows go through Sender.from_conf/new_buffer/flush for
+    real; nothing listens on the port, so the client's own error is what gets reported."""
+    import hdb.questdb as qdb
+    monkeypatch.setattr(qdb, "create_table", lambda *a: None)
+    s = QuestDBSettings(enabled=True, ilp="http::addr=127.0.0.1:1;retry_timeout=0;",
+                        retries=1, backoff_s=0.0, chunk_rows=2)
+    rep = sink_day(s, DAY, {"trade": small()}, registry, sleep=lambda _: None)
+    assert not rep.ok and rep.attempts == {"trade": 2}
+    assert "127.0.0.1:1" in rep.errors["trade"] or "connect" in rep.errors["trade"].lower()
