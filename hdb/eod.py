@@ -261,15 +261,21 @@ def writer_options(schema) -> dict:
                 sorting_columns=[pq.SortingColumn(idx["sym"]), pq.SortingColumn(idx["time"])])
 
 
-def write_file(path: Path, table: pa.Table, opts: dict, rg: int, bar=None) -> None:
-    """One Parquet file, row group by row group, fsynced."""
+def write_file(path: Path, table: pa.Table, order: np.ndarray | None, a: int, b: int,
+               opts: dict, rg: int, bar=None) -> None:
+    """Sorted rows a..b (positions in `order`; None = the table's own order) as one Parquet
+    file, fsynced. Rows are gathered one row group at a time: the sorted copy never exists
+    whole, so EOD needs a few MB beyond the day it saves, and the allocator reuses the same
+    buffers instead of faulting in fresh pages for a full copy."""
     with open(path, "wb") as f:
         with pq.ParquetWriter(f, table.schema, **opts) as w:
-            for start in range(0, table.num_rows, rg):
-                part = table.slice(start, rg)
-                w.write_table(part, row_group_size=rg)
+            for start in range(a, b, rg):
+                stop = min(start + rg, b)
+                rows = (table.slice(start, stop - start) if order is None
+                        else table.take(pa.array(order[start:stop])))
+                w.write_table(rows, row_group_size=rg)
                 if bar is not None:
-                    bar.update(part.num_rows)
+                    bar.update(rows.num_rows)
         f.flush()
         os.fsync(f.fileno())
 
@@ -285,21 +291,17 @@ def write_partition(directory: Path, table: pa.Table, plan: SortPlan, schema,
     nsyms = int(np.count_nonzero(plan.counts))
     rg = row_group_rows(n, nsyms)
     parts = max(1, min(WRITERS, os.cpu_count() or 1, n // PARALLEL_MIN_ROWS))
-    jobs = [(directory / f"part-{i}.parquet", *span)
-            for i, span in enumerate(split_ranks(plan.counts, parts))]
+    jobs = [(directory / f"part-{i}.parquet", a, b)
+            for i, (_, _, a, b) in enumerate(split_ranks(plan.counts, parts))]
     opts = writer_options(schema)
-
-    def write(job, bar):
-        path, _, _, a, b = job
-        rows = table.slice(a, b - a) if plan.order is None else table.take(pa.array(plan.order[a:b]))
-        write_file(path, rows, opts, rg, bar)
-
     with tqdm(total=n, unit="rows", unit_scale=True, desc=desc, leave=False,
               disable=None if progress else True) as bar:
+        def write(job):
+            write_file(job[0], table, plan.order, job[1], job[2], opts, rg, bar)
         if len(jobs) == 1:
-            write(jobs[0], bar)
+            write(jobs[0])
         else:
-            list(_pool().map(lambda j: write(j, bar), jobs))
+            list(_pool().map(write, jobs))
     return [j[0] for j in jobs]
 
 
