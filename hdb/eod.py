@@ -264,9 +264,9 @@ def writer_options(schema) -> dict:
 def write_file(path: Path, table: pa.Table, order: np.ndarray | None, a: int, b: int,
                opts: dict, rg: int, bar=None) -> None:
     """Sorted rows a..b (positions in `order`; None = the table's own order) as one Parquet
-    file, fsynced. Rows are gathered one row group at a time: the sorted copy never exists
-    whole, so EOD needs a few MB beyond the day it saves, and the allocator reuses the same
-    buffers instead of faulting in fresh pages for a full copy."""
+    file, fsynced. Rows are gathered one row group at a time, so the sorted copy never exists
+    whole. (The table itself is one chunk per column by then: Arrow's take over many chunks is
+    ~25x slower, so `conform` combines a chunked day once, which is EOD's one extra copy.)"""
     with open(path, "wb") as f:
         with pq.ParquetWriter(f, table.schema, **opts) as w:
             for start in range(a, b, rg):
