@@ -41,6 +41,7 @@ arbitrarily). Plain SQL works too, e.g. the as-of join written out:
 from __future__ import annotations
 
 import datetime as dt
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -136,6 +137,43 @@ class _Cursor:
         self.day: dt.date | None = None
 
 
+class _Watchdog:
+    """One thread for every query's time limit (a Timer thread per query costs more than a
+    small query): it interrupts a cursor whose deadline passes and sets its `fired` event."""
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._live: dict[int, tuple[float, duckdb.DuckDBPyConnection, threading.Event]] = {}
+        self._next = 0
+        self._thread: threading.Thread | None = None
+
+    def watch(self, seconds: float, con, fired: threading.Event) -> int:
+        with self._cond:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="sql-watchdog", daemon=True)
+                self._thread.start()
+            self._next += 1
+            self._live[self._next] = (time.monotonic() + seconds, con, fired)
+            self._cond.notify()
+            return self._next
+
+    def release(self, token: int) -> None:
+        with self._cond:
+            self._live.pop(token, None)
+
+    def _run(self) -> None:
+        with self._cond:
+            while True:
+                now = time.monotonic()
+                for token in [t for t, v in self._live.items() if v[0] <= now]:
+                    _, con, fired = self._live.pop(token)
+                    fired.set()
+                    con.interrupt()
+                    del con   # hold no connection while idle: they must close cleanly
+                wait = min((d for d, _, _ in self._live.values()), default=now + 3600) - now
+                self._cond.wait(max(wait, 0.001))
+
+
 class Engine:
     """Read-only DuckDB over history (`hdb_dir`), today (`today()`), or both. Thread-safe:
     each calling thread gets its own cursor. `day()` names today's trading day (default: the
@@ -159,6 +197,8 @@ class Engine:
         self._local = threading.local()
         self._lock = threading.Lock()
         self._cursors: list[_Cursor] = []
+        self._known: frozenset[str] = frozenset()
+        self._watchdog = _Watchdog()
         self._con = self._connect()
 
     # -- setup -------------------------------------------------------------------------------
@@ -198,11 +238,17 @@ class Engine:
         if self.hdb_dir is None or not self.hdb_dir.is_dir():
             return frozenset()
         out = set()
-        for d in self.hdb_dir.iterdir():
-            if d.is_dir() and d.name.isidentifier() and not d.name.startswith("_"):
-                if next(d.glob("date=*/*.parquet"), None) is not None:
-                    out.add(d.name)
-        return frozenset(out)
+        with os.scandir(self.hdb_dir) as it:
+            for d in it:
+                name = d.name
+                if not (name.isidentifier() and not name.startswith("_") and d.is_dir()):
+                    continue
+                # a table with data keeps it (partitions are replaced, never removed), so only
+                # tables still waiting for their first day are globbed on each query
+                if name in self._known or next(Path(d.path).glob("date=*/*.parquet"), None):
+                    out.add(name)
+        self._known = frozenset(out)
+        return self._known
 
     def _empty_select(self, table: str) -> str:
         cols = [f"CAST(NULL AS {DUCK_TYPES[c.type]}) AS {_ident(c.name)}"
@@ -267,14 +313,7 @@ class Engine:
         except duckdb.Error as e:
             raise QueryError(f"could not open the tables: {e}") from None
         fired = threading.Event()
-
-        def stop():
-            fired.set()
-            cur.con.interrupt()
-
-        timer = threading.Timer(self.timeout_s, stop)
-        timer.daemon = True
-        timer.start()
+        token = self._watchdog.watch(self.timeout_s, cur.con, fired)
         batches: list[pa.RecordBatch] = []
         truncated = False
         try:
@@ -301,7 +340,7 @@ class Engine:
                                  f"on date and sym, or aggregate, to make it cheaper") from None
             raise QueryError(f"query failed: {e}") from None
         finally:
-            timer.cancel()
+            self._watchdog.release(token)
         table = pa.Table.from_batches(batches, schema=schema)
         return Result(table, truncated, (time.perf_counter() - t0) * 1e3)
 
