@@ -17,24 +17,28 @@ TABLE, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN). INSERT/UPDATE/DELETE/CREATE/DROP/COP
 ATTACH/DETACH/INSTALL/LOAD/SET/RESET/PRAGMA/CALL/transactions are refused. DuckDB itself runs
 with `enable_external_access=false`, `allowed_directories=[<hdb>]` and `lock_configuration=true`,
 so even a SELECT cannot read a file outside the HDB (read_csv('/etc/passwd') is refused) and
-no setting can be changed back. Each query has a time limit (interrupted from a timer) and a
+no setting can be changed back. Each query has a time limit (interrupted by a watchdog thread) and a
 row limit (the result is streamed and cut at `max_rows`; `Result.truncated` says so). Every
 refusal raises `QueryError` saying what is allowed.
 
 kdb-style helpers, as DuckDB macros usable in any query:
     xbar(t, bucket)              time bar start: xbar(time, INTERVAL 1 MINUTE)   (kdb `xbar`)
     vwap(price, size)            aggregate: sum(price*size)/sum(size); use with GROUP BY
-    ohlcv(tbl, bucket, day)      table: per sym and bar: open high low close volume vwap trades
+    ohlcv(tbl, bucket, day)      table (a price/size table): per sym and bar: open high low
+                                 close volume vwap trades
                                  FROM ohlcv('trade', INTERVAL 1 MINUTE, DATE '2024-01-02')
     aj(left, right, day)         table: as-of join (kdb `aj[`sym`time;left;right]`): every left
                                  row with the right row of the same sym and the latest
                                  time <= its time (NULLs if none) for that day.
-    aj_trades(day)               table: aj('trade', 'quote', day): trades with the prevailing quote
+    aj_trades(day)               table: trades with the prevailing bid/ask/bsize/asize (tables
+                                 named by optional trades := 'trade', quotes := 'quote')
     last_by_sym(tbl, day)        table: the last row per sym that day (kdb `select by sym`)
     vwap_by_sym(tbl, day)        table: sym, vwap, volume, trades for that day
 `day` may be NULL in the table macros to mean every date. open/close are the prices at the
 first/last time in the bar (arg_min/arg_max on time; ties at the same nanosecond are broken
-arbitrarily). Plain SQL works too, e.g. the as-of join written out:
+arbitrarily). ASOF joins always use DuckDB's sort-merge operator (asof_loop_join_threshold=0:
+DuckDB's ~1-row estimate for a filtered Parquet scan would otherwise pick a nested loop,
+~1000x slower on a real day). Plain SQL works too, e.g. the as-of join written out:
     SELECT t.*, q.bid, q.ask FROM trade t ASOF LEFT JOIN quote q
       ON t.sym = q.sym AND t.date = q.date AND t.time >= q.time WHERE t.date = DATE '2024-01-02'
 """
