@@ -347,15 +347,24 @@ def rebuild_from_log(hdb_dir: Path, log_file: Path, registry, day: dt.date | Non
     from schemas.codec import decode
     from tickerplant.log import LogReader, is_control
 
+    from tqdm import tqdm
+
     reader = LogReader(log_file)
     day = day or reader.date
     batches: dict[str, list[pa.RecordBatch]] = defaultdict(list)
-    for rec in reader.records():
-        if is_control(rec.payload):
-            continue
-        head, batch = decode(rec.payload, registry)
-        if batch.num_rows:
-            batches[head.table].append(batch)
+    with tqdm(total=Path(log_file).stat().st_size, unit="B", unit_scale=True,
+              desc=f"reading {Path(log_file).name}", leave=False,
+              disable=None if progress else True) as bar:
+        done = 0
+        for rec in reader.records():
+            end = reader.end_offset(rec)
+            bar.update(end - done)
+            done = end
+            if is_control(rec.payload):
+                continue
+            head, batch = decode(rec.payload, registry)
+            if batch.num_rows:
+                batches[head.table].append(batch)
     if reader.error:
         log.warning("%s: stopped at a bad record (%s); rebuilt from the valid records before it",
                     log_file, reader.error)
