@@ -205,3 +205,20 @@ def test_big_day_parts_are_sym_ranges_in_order(tmp_path, registry, monkeypatch):
     assert all(a.isdisjoint(b) for i, a in enumerate(syms) for b in syms[i + 1:])
     # the files in name order are one sorted sequence equal to the input
     assert as_plain(pa.concat_tables(parts)).equals(as_plain(sorted_by_sym_time(src)))
+
+
+def test_rebuild_from_a_torn_log_keeps_the_valid_records(tmp_path, registry, caplog):
+    from schemas.codec import encode
+    from tickerplant.log import LogWriter, log_path
+
+    trades = make_trades(5_000, seed=6)
+    path = log_path(tmp_path / "tplog", DAY)
+    w = LogWriter(path, DAY)
+    w.append([encode(registry["trade"], trades.slice(i, 1000)) for i in range(0, 5_000, 1000)])
+    w.close()
+    os.truncate(path, path.stat().st_size - 10)   # the TP died mid-write of the last record
+    with caplog.at_level("WARNING"):
+        out = rebuild_from_log(tmp_path / "hdb", path, registry, progress=False)
+    assert out == {"trade": 4_000}
+    assert as_plain(pq.read_table(part_dir(tmp_path / "hdb"))).equals(
+        as_plain(sorted_by_sym_time(trades.slice(0, 4_000))))
