@@ -217,3 +217,16 @@ def test_asof_join_never_planned_as_a_nested_loop(eng):
     assert seen == [0]
     plan = eng.query(f"EXPLAIN FROM aj_trades(DATE '{DAY}')").table.column(1)[0].as_py()
     assert "ASOF" in plan.upper() and "NESTED_LOOP" not in plan.upper().replace(" ", "_")
+
+
+def test_today_with_per_chunk_dictionaries(registry):
+    """The RDB's chunks each carry their own sym dictionary; SQL sees the values."""
+    a = pa.DictionaryArray.from_arrays(pa.array([0, 1, 0], pa.int32()), pa.array(["X", "Y"]))
+    b = pa.DictionaryArray.from_arrays(pa.array([1, 0], pa.int32()), pa.array(["Z", "X"]))
+    t = pa.table({"time": pa.chunked_array([pa.array([1, 2, 3], pa.timestamp("ns")), pa.array([4, 5], pa.timestamp("ns"))]),
+                  "sym": pa.chunked_array([a, b]), "price": pa.chunked_array([[1.0, 2, 3], [4.0, 5]]),
+                  "size": pa.chunked_array([[1, 2, 3], [4, 5]])})
+    eng = Engine(today=lambda: {"trade": t}, registry=registry)
+    got = eng.query("SELECT sym, count(*) AS n FROM trade GROUP BY sym ORDER BY sym").table
+    assert got.to_pydict() == {"sym": ["X", "Y", "Z"], "n": [3, 1, 1]}
+    eng.close()
