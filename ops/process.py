@@ -32,3 +32,12 @@ def on_term(stop) -> None:
         stop()
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
+
+
+def serve(name: str, make, argv=None) -> None:
+    """The whole of a process's __main__: boot, build it with `make(cfg)`, turn SIGTERM into
+    its `stop()`, and `run()` it until stopped."""
+    cfg, _ = boot(name, argv)
+    proc = make(cfg)
+    on_term(proc.stop)
+    proc.run()

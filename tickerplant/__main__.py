@@ -1,14 +1,6 @@
-"""python -m tickerplant [--config FILE] [--home DIR]"""
-from ops.process import boot, on_term
+"""python -m tickerplant [--config FILE] [--home DIR]: the tickerplant process."""
+from ops.process import serve
 from tickerplant.tp import Tickerplant
 
-
-def main(argv=None) -> None:
-    cfg, _ = boot("tickerplant", argv)
-    tp = Tickerplant(cfg)
-    on_term(lambda: setattr(tp, "stopping", True))
-    tp.run()
-
-
 if __name__ == "__main__":
-    main()
+    serve("tickerplant", Tickerplant)

@@ -149,6 +149,9 @@ class Tickerplant:
         self.ctl.setsockopt(zmq.LINGER, 0)
         self.ctl.bind(self.tp.ctl)
 
+    def stop(self) -> None:
+        self.stopping = True
+
     def close(self) -> None:
         self._publish_pending()
         self.log.close(sync=self.tp.fsync != "never")
