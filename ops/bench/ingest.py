@@ -17,7 +17,7 @@ import numpy as np
 import zmq
 
 from ops.bench.common import free_port, report, tickerplant
-from schemas.codec import HEADER, encode
+from schemas.codec import encode
 from schemas.registry import load_registry
 
 

@@ -6,7 +6,6 @@ import datetime as dt
 import numpy as np
 import pyarrow as pa
 
-from schemas.registry import load_registry
 
 DAY = dt.date(2024, 1, 2)
 

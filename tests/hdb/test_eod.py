@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import duckdb
-import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -162,7 +161,7 @@ def test_kill9_during_save_day_leaves_no_partial_partition(tmp_path, registry):
     assert p.wait() == 0
     got = duckdb.sql(f"SELECT count(*), sum(hash(time, sym, price, size)) FROM "
                      f"read_parquet('{part_dir(hdb)}/*.parquet')").fetchall()[0]
-    want_t = make_trades(n, nsyms=50, seed=7)
+    want_t = make_trades(n, nsyms=50, seed=7)  # noqa: F841 - read by name by DuckDB below
     want = duckdb.sql("SELECT count(*), sum(hash(time, sym::VARCHAR, price, size)) FROM want_t").fetchall()[0]
     assert got == want
     assert [x.name for x in (hdb / "trade").iterdir()] == [f"date={DAY}"]

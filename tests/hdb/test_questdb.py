@@ -3,7 +3,6 @@ dedup key, tie numbering, retries and reporting when QuestDB is down. Live round
 with QUESTDB_ADDR="host:http_port,pg_port" (e.g. 127.0.0.1:9000,8812); no server is faked."""
 from __future__ import annotations
 
-import datetime as dt
 import os
 import time
 import uuid
