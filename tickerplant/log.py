@@ -121,11 +121,12 @@ class LogReader:
             pos = 0
             base = offset
             while True:
-                if len(buf) - pos < FRAME.size or len(buf) - pos < FRAME.size + FRAME.unpack_from(buf, pos)[0]:
-                    need = FRAME.size if len(buf) - pos < FRAME.size else FRAME.size + FRAME.unpack_from(buf, pos)[0]
-                    more = f.read(max(self.chunk, need - (len(buf) - pos)))
+                avail = len(buf) - pos
+                need = FRAME.size if avail < FRAME.size else FRAME.size + FRAME.unpack_from(buf, pos)[0]
+                if avail < need:  # the next record is not wholly in the buffer: read more
+                    more = f.read(max(self.chunk, need - avail))
                     if not more:
-                        if len(buf) > pos:
+                        if avail:
                             self.error = f"incomplete record at byte {base + pos}"
                         return
                     buf = buf[pos:] + more
@@ -148,8 +149,9 @@ class LogReader:
         return rec.offset + FRAME.size + len(rec.payload)
 
 
-def check(path: str | Path) -> CheckResult:
-    """How many records are valid, and where the first bad byte is."""
+def check(path: str | Path, visit=None) -> CheckResult:
+    """How many records are valid, and where the first bad byte is. `visit(record)`, if
+    given, sees each valid record (so a caller needing them reads the file once)."""
     path = Path(path)
     size = path.stat().st_size
     try:
@@ -158,6 +160,8 @@ def check(path: str | Path) -> CheckResult:
         return CheckResult(path, None, 0, 0, 0, size, str(e))
     n, last, end, ended = 0, 0, FILE_HEADER.size, False
     for rec in r.records():
+        if visit is not None:
+            visit(rec)
         n, last, end = n + 1, rec.seq, r.end_offset(rec)
         ended = is_control(rec.payload) and "eod" in parse_control(rec.payload)
     err = r.error if end < size else None
@@ -202,12 +206,11 @@ def repair(path: str | Path, out: str | Path | None = None) -> RepairResult:
     out = Path(out) if out else path.with_name(path.name + ".repaired")
     data = path.read_bytes()
     tmp = out.with_name(out.name + ".tmp")
-    kept = salvaged = dropped = 0
+    salvaged = good = 0
     gaps: list[tuple[int, int]] = []
     with open(tmp, "wb") as f:
         f.write(data[: res.valid_bytes])
-        kept, seq, prev_orig = res.records, res.last_seq, res.last_seq
-        good = 0
+        seq = prev_orig = res.last_seq
         for orig, payload in _salvage(data, res.valid_bytes):
             if orig > prev_orig + 1:
                 gaps.append((prev_orig + 1, orig - 1))
@@ -221,7 +224,7 @@ def repair(path: str | Path, out: str | Path | None = None) -> RepairResult:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, out)
-    return RepairResult(out, kept, salvaged, dropped, gaps)
+    return RepairResult(out, res.records, salvaged, dropped, gaps)
 
 
 class LogWriter:
@@ -229,22 +232,24 @@ class LogWriter:
     last record (the TP died mid-write) is cut off and kept aside; corruption with valid records
     after it is refused, since truncating would lose them (run `tickstack log repair`)."""
 
-    def __init__(self, path: str | Path, day: dt.date, fsync: bool = False):
+    def __init__(self, path: str | Path, day: dt.date, fsync: bool = False, visit=None):
+        """`visit(record)` sees each valid record of a file being continued."""
         self.path = Path(path)
         self.day = day
         self.fsync = fsync
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.seq = 0
         self.torn = 0
+        self.ended = False  # the file ends with the day's end-of-day record
         if self.path.exists() and self.path.stat().st_size > 0:
-            self._resume()
+            self._resume(visit)
         else:
             with open(self.path, "wb") as f:
                 f.write(FILE_HEADER.pack(FILE_MAGIC, int(f"{day:%Y%m%d}"), 0))
         self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
 
-    def _resume(self) -> None:
-        res = check(self.path)
+    def _resume(self, visit) -> None:
+        res = check(self.path, visit)
         if res.date is None:
             raise LogError(f"{self.path}: {res.error}; move it aside or run `tickstack log repair`")
         if res.date != self.day:
@@ -261,8 +266,6 @@ class LogWriter:
             self.torn = res.size - res.valid_bytes
         self.seq = res.last_seq
         self.ended = res.ended
-
-    ended = False
 
     def append(self, payloads: list) -> int:
         """Frame and write payloads in order; returns the seq of the first."""

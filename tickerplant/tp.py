@@ -37,7 +37,7 @@ import zmq
 
 from schemas.codec import HEADER, MAGIC, CodecError, peek, validate
 from tickerplant.clock import Clock
-from tickerplant.log import LogReader, LogWriter, day_of, is_control, log_path
+from tickerplant.log import LogWriter, day_of, is_control, log_path
 
 log = logging.getLogger("tickerplant")
 META = struct.Struct("<IQQ")
@@ -85,8 +85,10 @@ class Tickerplant:
         day = today
         if logs:
             latest = day_of(logs[-1])
-            w = LogWriter(logs[-1], latest)
-            self._recover(w)
+            w = LogWriter(logs[-1], latest, visit=self._recover)
+            if w.torn:
+                log.warning("%s: cut a torn last record (%d bytes), kept beside it", w.path, w.torn)
+            log.info("continuing %s at seq %d", w.path, w.seq)
             if latest >= today and not w.ended:
                 self._start(w, latest)
                 return
@@ -97,20 +99,16 @@ class Tickerplant:
                 w.close()
             day = max(today, latest + dt.timedelta(days=1))
             self.last = {}
-        self._start(LogWriter(log_path(self.dir, day), day, fsync=self.tp.fsync == "always"), day)
+        self._start(LogWriter(log_path(self.dir, day), day), day)
 
-    def _recover(self, w: LogWriter) -> None:
-        """Rebuild last[table] and fseq[feed] from a log being continued."""
-        if w.torn:
-            log.warning("%s: cut a torn last record (%d bytes), kept beside it", w.path, w.torn)
-        for rec in LogReader(w.path).records(verify=False):
-            if is_control(rec.payload):
-                continue
-            head = peek(rec.payload)
-            self.last[head.table] = rec.seq
-            if head.feed:
-                self.fseq[head.feed] = max(self.fseq.get(head.feed, 0), head.fseq)
-        log.info("continuing %s at seq %d", w.path, w.seq)
+    def _recover(self, rec) -> None:
+        """Rebuild last[table] and fseq[feed] from a log being continued, record by record."""
+        if is_control(rec.payload):
+            return
+        head = peek(rec.payload)
+        self.last[head.table] = rec.seq
+        if head.feed:
+            self.fseq[head.feed] = max(self.fseq.get(head.feed, 0), head.fseq)
 
     def _start(self, w: LogWriter, day: dt.date) -> None:
         w.fsync = self.tp.fsync == "always"
@@ -129,7 +127,7 @@ class Tickerplant:
             {"date": ended.isoformat(), "seq": seq, "last": last}).encode()])
         day = max(ended + dt.timedelta(days=1), self.clock.day())
         self.last = {}
-        self._start(LogWriter(log_path(self.dir, day), day, fsync=self.tp.fsync == "always"), day)
+        self._start(LogWriter(log_path(self.dir, day), day), day)
         self.counters["eod"] += 1
         log.info("end of day %s at seq %d; now %s", ended, seq, day)
         return ended
