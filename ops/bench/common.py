@@ -12,7 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ops.config import Config
+from ops.config import Config, load
 
 
 def free_port() -> int:
@@ -29,8 +29,7 @@ def config(home: Path, **tp) -> tuple[Config, Path]:
     lines += ["[rdb]", f'query = "{rdb}"', "[eod]", 'time = "00:00"', 'tz = "UTC"']
     path = home / "bench.toml"
     path.write_text("\n".join(lines) + "\n")
-    return Config.model_validate({"home": str(home), "tickerplant": tp, "rdb": {"query": rdb},
-                                  "eod": {"time": "00:00", "tz": "UTC"}}), path
+    return load(path, home), path  # the bench reads the very file the TP process is given
 
 
 @contextlib.contextmanager
