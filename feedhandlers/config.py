@@ -7,7 +7,7 @@ from typing import Literal, Optional
 
 from pydantic import Field
 
-from ops.settings import Settings
+from schemas.settings import Settings
 
 
 class FeedSettings(Settings):

@@ -1,7 +1,7 @@
 """HDB and QuestDB-sink settings; the defaults here are the only ones."""
 from pydantic import Field
 
-from ops.settings import Settings
+from schemas.settings import Settings
 
 
 class QuestDBSettings(Settings):

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from feedhandlers.config import FeedSettings
 from hdb.config import HdbSettings
-from ops.settings import Settings
+from schemas.settings import Settings
 from rdb.config import RdbSettings
 from tickerplant.config import EodSettings, TickerplantSettings
 

@@ -1,7 +1,7 @@
 """RDB settings; the defaults here are the only ones."""
 from pydantic import Field
 
-from ops.settings import Settings
+from schemas.settings import Settings
 
 
 class RdbSettings(Settings):

@@ -3,7 +3,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from ops.settings import Settings
+from schemas.settings import Settings
 
 
 class EodSettings(Settings):

@@ -1,7 +1,7 @@
 """Base for every config section: typed, frozen, unknown keys rejected.
 
-Each package owns its section (defaults live in that class and nowhere else); ops/config.py
-composes them into the one Config a process receives.
+It lives in the bottom layer so every package can declare its own section without importing
+`ops`; each section's defaults live in that class and nowhere else, and `ops` composes them.
 """
 from pydantic import BaseModel, ConfigDict
 
