@@ -2,7 +2,7 @@
 
 Socket semantics (why acks and resend exist)
 --------------------------------------------
-A feed connects a ZeroMQ DEALER to the tickerplant's ROUTER (`cfg.tickerplant.ingest`) and sends
+A feed connects a ZeroMQ DEALER to the tickerplant's ROUTER (`TickerplantSettings.ingest`) and sends
 single-frame messages: the codec bytes of one batch of one table, stamped with this feed's id
 (`feed`, nonzero u32) and its message number (`fseq`, u64, +1 per message).
 
@@ -53,12 +53,12 @@ from zmq.utils.monitor import recv_monitor_message
 
 from feedhandlers.config import FeedSettings
 from schemas import codec
-from schemas.registry import Registry, Schema
+from schemas.registry import Registry, Schema, load_registry
+from tickerplant import protocol as p
+from tickerplant.config import TickerplantSettings
 
 log = logging.getLogger(__name__)
 
-ACK = struct.Struct("<IQ")
-HELLO = struct.Struct("<I")
 FSEQ_OFFSET = codec.HEADER.size - 8       # fseq is the header's last field (u64)
 _FSEQ = struct.Struct("<Q")
 _HELLO_RETRY_S = 0.2                      # re-say hello while unanswered
@@ -190,20 +190,24 @@ def _concat(parts: list) -> np.ndarray | pa.Array:
 class Feed:
     """A connection to the tickerplant that batches, numbers, buffers and resends.
 
-    `Feed(cfg, feed_id, registry=None, **overrides)`: `cfg` is an `ops.config.Config`; overrides
-    are any `[feed]` setting (batch_rows=1, on_full="error", ...). Use as a context manager or call
-    `close()`.
+    `Feed(tp, feed_id, registry=None, settings=None, **overrides)`: `tp` is the TP's
+    `TickerplantSettings` (its ingest endpoint and message size limit); `settings` the
+    `FeedSettings` (default: the embedded defaults); overrides are any of its fields
+    (batch_rows=1, on_full="error", ...). `registry` defaults to the built-in tables. Use as a
+    context manager or call `close()`.
     """
 
-    def __init__(self, cfg, feed_id: int | None = None, registry: Registry | None = None, *,
+    def __init__(self, tp: TickerplantSettings, feed_id: int | None = None,
+                 registry: Registry | None = None, *, settings: FeedSettings | None = None,
                  context: zmq.Context | None = None, **overrides):
-        self.settings = s = FeedSettings.model_validate({**cfg.feed.model_dump(), **overrides})
+        base = settings.model_dump() if settings is not None else {}
+        self.settings = s = FeedSettings.model_validate({**base, **overrides})
         self.feed_id = int(feed_id if feed_id is not None else s.feed_id)
         if not 0 < self.feed_id < 2**32:
             raise ValueError(f"feed_id must be a nonzero u32, got {self.feed_id}")
-        self.registry = registry if registry is not None else cfg.registry()
-        self.endpoint = cfg.tickerplant.ingest
-        self.max_message_bytes = cfg.tickerplant.max_message_bytes
+        self.registry = registry if registry is not None else load_registry()
+        self.endpoint = tp.ingest
+        self.max_message_bytes = tp.max_message_bytes
         self._batch_rows = s.batch_rows
         self._batch_s = s.batch_ms / 1000.0
         self._rows_bucket = TokenBucket(s.max_rows_per_s) if s.max_rows_per_s else None
@@ -252,6 +256,13 @@ class Feed:
         with self._cv:
             self._cv.wait_for(lambda: self._next_fseq is not None, s.hello_timeout_ms / 1000.0)
 
+    @classmethod
+    def from_config(cls, cfg, feed_id: int | None = None, registry: Registry | None = None,
+                    **overrides) -> "Feed":
+        """A feed from a process config (`FeedConfig`, or the stack's): its [tickerplant]
+        endpoints, [feed] settings and tables."""
+        return cls(cfg.tickerplant, feed_id, registry or cfg.registry(), settings=cfg.feed, **overrides)
+
     # ---------------------------------------------------------------- producer side
 
     def publish(self, table: str, columns: Mapping[str, Any] | pa.RecordBatch | pa.Table) -> None:
@@ -281,12 +292,12 @@ class Feed:
                 self._wake()          # so the I/O thread arms the batch_ms timer
 
     def flush(self) -> None:
-        """Turn every pending row into messages now (does not wait for acks; see `drain`)."""
+        """Turn every pending row into messages now (does not wait for acks; see `wait_acked`)."""
         with self._lock:
             for table in list(self._pending):
                 self._flush_table(table, block=True)
 
-    def drain(self, timeout: float | None = None) -> bool:
+    def wait_acked(self, timeout: float | None = None) -> bool:
         """Flush, then wait until the TP acked everything; True if it did within `timeout`.
         With on_full="error" a full buffer is waited out here (up to `timeout`), not raised."""
         end = None if timeout is None else time.monotonic() + timeout
@@ -308,7 +319,7 @@ class Feed:
         if self._closed:
             return not self._c["dropped"]
         timeout = self.settings.close_timeout_s if timeout is None else timeout
-        ok = self.drain(timeout)
+        ok = self.wait_acked(timeout)
         with self._lock:
             self._closed = True
             self._stop = True
@@ -496,7 +507,7 @@ class Feed:
     def _say_hello(self) -> None:
         self._hello_at = time.monotonic()
         try:
-            self._sock.send_multipart([b"hello", HELLO.pack(self.feed_id)], zmq.NOBLOCK)
+            self._sock.send_multipart([p.HELLO, p.feed_id(self.feed_id)], zmq.NOBLOCK)
         except zmq.Again:
             pass                      # not connected yet: the handshake event or retry says it
 
@@ -529,12 +540,12 @@ class Feed:
                 return
             kind = frames[0]
             try:
-                if kind == b"ack" and len(frames) >= 2:
-                    feed, last = ACK.unpack(frames[1])
+                if kind == p.ACK and len(frames) >= 2:
+                    feed, last = p.parse_ack(frames[1])
                     if feed == self.feed_id:
                         self._on_ack(last)
-                elif kind == b"err" and len(frames) >= 2:
-                    feed, fseq = ACK.unpack(frames[1])
+                elif kind == p.ERR and len(frames) >= 2:
+                    feed, fseq = p.parse_ack(frames[1])
                     text = frames[2].decode("utf-8", "replace") if len(frames) > 2 else ""
                     if feed == self.feed_id:
                         self._on_err(fseq, text)

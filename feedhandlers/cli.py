@@ -141,7 +141,7 @@ def itch_cmd(cfg, file, date, feed_id, progress):
     if progress:
         from tqdm import tqdm
         bar = tqdm(unit="rows", unit_scale=True, desc="itch")
-    f = Feed(cfg, feed_id)
+    f = Feed.from_config(cfg, feed_id)
     try:
         for table, cols in iter_itch_batches(file, date, errors=errors):
             f.publish(table, cols)

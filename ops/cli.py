@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from ops import procs
+from ops import processes
 from ops.config import ConfigError, load
 
 
@@ -37,7 +37,7 @@ def cli(ctx, config_path, home):
     ctx.meta["config_path"] = config_path
 
 
-PROC = click.Choice(procs.ORDER)
+PROC = click.Choice(processes.ORDER)
 
 
 @cli.command()
@@ -46,8 +46,8 @@ PROC = click.Choice(procs.ORDER)
 def start(ctx, names):
     """Start processes (default: tp rdb hdb feed)."""
     try:
-        done = procs.start(ctx.obj, list(names) or None, ctx.meta["config_path"])
-    except procs.ProcError as e:
+        done = processes.start(ctx.obj, list(names) or None, ctx.meta["config_path"])
+    except processes.ProcError as e:
         _fail(str(e))
     click.echo(f"started: {' '.join(done) or 'nothing (already running)'}  home: {ctx.obj.root}")
 
@@ -57,7 +57,7 @@ def start(ctx, names):
 @click.pass_obj
 def stop(cfg, names):
     """Stop processes (default: all), cleanly, in reverse order."""
-    done = procs.stop(cfg, list(names) or None)
+    done = processes.stop(cfg, list(names) or None)
     click.echo(f"stopped: {' '.join(done) or 'nothing was running'}")
 
 
@@ -66,9 +66,9 @@ def stop(cfg, names):
 @click.pass_obj
 def status(cfg, as_json):
     """Which processes run, with their pids and the TP's current log."""
-    rows = procs.status(cfg)
+    rows = processes.status(cfg)
     if as_json:
-        click.echo(procs.to_json(rows))
+        click.echo(processes.to_json(rows))
         return
     for r in rows:
         extra = f"  log={r['log']} seq={r['seq']}" if "log" in r else ""
@@ -85,9 +85,9 @@ def run(ctx, seconds, syms, rate):
     cfg = ctx.obj
     feed = ["sim"] + (["--syms", str(syms)] if syms else []) + (["--rate", str(rate)] if rate else [])
     try:
-        procs.start(cfg, None, ctx.meta["config_path"], {"feed": feed})
-    except procs.ProcError as e:
-        procs.stop(cfg)
+        processes.start(cfg, None, ctx.meta["config_path"], {"feed": feed})
+    except processes.ProcError as e:
+        processes.stop(cfg)
         _fail(str(e))
     click.echo(f"tickstack running, home {cfg.root}; try in another shell:\n"
                f"  tickstack query \"select sym, count(*), avg(price) from trade group by sym\"\n"
@@ -100,7 +100,7 @@ def run(ctx, seconds, syms, rate):
     except KeyboardInterrupt:
         pass
     finally:
-        procs.stop(cfg)
+        processes.stop(cfg)
         click.echo("stopped")
 
 
@@ -113,7 +113,7 @@ def _summary(cfg) -> str:
         parts.append(f"rdb trades={t['trades']} quotes={t['quotes']}")
     except Exception as e:  # noqa: BLE001 - a status line, not a failure
         parts.append(f"rdb: {e}")
-    for r in procs.status(cfg):
+    for r in processes.status(cfg):
         if r["state"] != "running":
             parts.append(f"{r['name']} {r['state']}!")
     return "  ".join(parts)
@@ -153,7 +153,7 @@ def publish(cfg, table, file):
 @click.pass_obj
 def query(cfg, sql, source, fmt, out, timeout):
     """Run read-only SQL over today (rdb), history (hdb), both (all) or QuestDB."""
-    from ops.output import QueryFailed, run_query, write
+    from ops.query import QueryFailed, run_query, write
     try:
         table = run_query(cfg, sql, source, timeout)
     except QueryFailed as e:
@@ -170,7 +170,7 @@ def subscribe(cfg, table, syms, count):
     """Print TABLE's rows as they arrive (the whole day first, then live)."""
     from tickerplant.subscriber import EndOfDay, Subscriber
     try:
-        sub = Subscriber(cfg, [table], syms=syms or None)
+        sub = Subscriber(cfg.tickerplant, [table], syms=syms or None, registry=cfg.registry())
     except KeyError as e:
         _fail(str(e.args[0]))
     seen = 0
@@ -204,9 +204,9 @@ def eod(cfg, day, from_log):
         return
     if day:
         _fail("--date goes with --from-log; to end today's day now, run `tickstack eod` alone")
-    from tickerplant.ctl import Unreachable, request
+    from tickerplant.protocol import Unreachable, control
     try:
-        r = request(cfg.tickerplant.ctl, "eod")
+        r = control(cfg.tickerplant.ctl, "eod")
     except Unreachable as e:
         _fail(str(e))
     click.echo(f"ended {r['ended']}; the tickerplant is now on {r['date']}")
@@ -263,7 +263,7 @@ def log_replay(cfg, file, tables, first, sql):
     reg = cfg.registry()
     if sql:
         from hdb.sql import Engine, QueryError
-        from ops.output import write
+        from ops.query import write
         from rdb.store import Store
         store = Store(reg)
         try:
@@ -292,6 +292,7 @@ def log_replay(cfg, file, tables, first, sql):
 
 
 BENCHES = ["ingest", "latency", "replay", "eod", "query", "itch", "feed"]
+BENCH_MODULES = {"replay": "log_replay"}
 
 
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
@@ -299,7 +300,7 @@ BENCHES = ["ingest", "latency", "replay", "eod", "query", "itch", "feed"]
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def bench(name, args):
     """Benchmarks, each beside its same-run baseline (ARGS go to the benchmark; try -h)."""
-    importlib.import_module(f"ops.bench.{name}").main(list(args))
+    importlib.import_module(f"ops.bench.{BENCH_MODULES.get(name, name)}").main(list(args))
 
 
 def _attach(module: str, attr: str) -> None:

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from helpers import write_config
-from ops import procs
+from ops import processes as procs
 from ops.config import load
 
 

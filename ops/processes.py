@@ -43,10 +43,10 @@ def alive(pid: int | None) -> bool:
 
 
 def ready(cfg, name: str) -> bool:
-    from tickerplant.ctl import request
+    from tickerplant.protocol import control
     try:
         if name == "tp":
-            request(cfg.tickerplant.ctl, "status", timeout=0.5)
+            control(cfg.tickerplant.ctl, "status", timeout=0.5)
         elif name in ("rdb", "hdb"):
             from hdb.server import query
             query(getattr(cfg, name).query, "select 1", timeout=0.5)
@@ -101,7 +101,7 @@ def stop(cfg, names=None, timeout: float = 15.0) -> list[str]:
 
 
 def status(cfg) -> list[dict]:
-    from tickerplant.ctl import request
+    from tickerplant.protocol import control
     out = []
     for name in ORDER:
         pid = pid_of(cfg, name)
@@ -109,7 +109,7 @@ def status(cfg) -> list[dict]:
         row = {"name": name, "pid": pid if state != "stopped" else None, "state": state}
         if name == "tp" and state == "running":
             try:
-                st = request(cfg.tickerplant.ctl, "status", timeout=1.0)
+                st = control(cfg.tickerplant.ctl, "status", timeout=1.0)
                 row.update(log=st["log"], date=st["date"], seq=st["seq"], counters=st["counters"])
             except Exception as e:  # noqa: BLE001
                 row.update(state="unresponsive", error=str(e))

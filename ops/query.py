@@ -1,4 +1,5 @@
-"""`tickstack query`: send SQL to the right place, print or save the answer."""
+"""`tickstack query`: route SQL to the RDB, the HDB, both (one engine over history and today) or
+QuestDB, and print or save the answer."""
 from __future__ import annotations
 
 import sys
@@ -47,9 +48,9 @@ def _today(cfg):
     """The TP's trading day (ahead of the clock after a forced end of day), else the clock's."""
     import datetime as dt
     from tickerplant.clock import Clock
-    from tickerplant.ctl import request
+    from tickerplant.protocol import control
     try:
-        return dt.date.fromisoformat(request(cfg.tickerplant.ctl, "status", timeout=2)["date"])
+        return dt.date.fromisoformat(control(cfg.tickerplant.ctl, "status", timeout=2)["date"])
     except Exception:  # noqa: BLE001 - no TP: the configured clock decides
         return Clock(cfg.eod.time, cfg.eod.tz).day()
 
