@@ -13,6 +13,8 @@ from helpers import write_config
 from ops import processes as procs
 from ops.config import load
 
+pytestmark = pytest.mark.process
+
 
 @pytest.fixture
 def home(tmp_path):

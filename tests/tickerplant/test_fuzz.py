@@ -14,6 +14,8 @@ from schemas.codec import CodecError, encode, validate
 from tickerplant.protocol import control as request
 from tickerplant.log import check
 
+pytestmark = pytest.mark.process
+
 
 @pytest.fixture(scope="module")
 def tp(tmp_path_factory):
