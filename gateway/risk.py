@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import Field
 
 from gateway.model import CancelOrder, NewOrder, OrdType, ReplaceOrder, Side
@@ -547,25 +548,16 @@ class Risk:
 
 
 def _sym_codes(syms) -> tuple[np.ndarray, list]:
-    """(int codes per row, -1 for a null sym; the names the codes index)."""
+    """(int codes per row, -1 for a null sym; the names the codes index). Arrow's hash
+    encoding does the per-row work in C, for plain string columns and numpy arrays alike."""
     if isinstance(syms, pa.ChunkedArray):
         syms = syms.combine_chunks()
-    if isinstance(syms, pa.DictionaryArray):
-        codes = syms.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
-        return codes, syms.dictionary.to_pylist()
-    if isinstance(syms, pa.Array):
-        valid = syms.is_valid().to_numpy(zero_copy_only=False)
-        syms = syms.to_numpy(zero_copy_only=False)
-    else:
-        syms = np.asarray(syms)
-        valid = (syms != None) if syms.dtype == object else None  # noqa: E711 (elementwise)
-    if valid is not None and not valid.all():
-        names, inv = np.unique(syms[valid].astype(str), return_inverse=True)
-        codes = np.full(len(syms), -1, np.int64)
-        codes[valid] = inv
-        return codes, names.tolist()
-    names, inv = np.unique(syms.astype(str), return_inverse=True)
-    return inv.astype(np.int64).ravel(), names.tolist()
+    if not isinstance(syms, pa.Array):
+        syms = pa.array(np.asarray(syms, dtype=object), pa.string())
+    if not isinstance(syms, pa.DictionaryArray):
+        syms = pc.dictionary_encode(syms)
+    codes = syms.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+    return codes, syms.dictionary.to_pylist()
 
 
 def _floats(a) -> np.ndarray:
