@@ -35,11 +35,16 @@ accepted when the buffer is empty.
 Threads: `publish` runs in the caller's thread (conversion to numpy, batching, encoding, rate
 limiting by sleeping - never spinning); one background I/O thread owns the sockets (sends,
 acks, resends, time-based flushes). No per-row Python: rows travel as numpy arrays.
+A message is sent as soon as it is queued: a producer that queues one wakes the I/O thread
+through an inproc PAIR socket (one wake message at most, never lost: see `Feed._wake`), and the
+I/O thread polls with timeout 0 while it has anything sendable. `FeedStats.late_sends` counts
+messages that nonetheless waited for a poll timeout (a lost wake-up; it stays 0).
 """
 from __future__ import annotations
 
 import collections
 import logging
+import math
 import struct
 import threading
 import time
@@ -114,6 +119,9 @@ class FeedStats:
     pending_rows: int    # rows published but not yet batched into a message
     reconnects: int
     ack_timeouts: int
+    # Messages that sat sendable in the queue until the I/O thread's poll timed out, instead of
+    # going when they were queued: a lost wake-up. Stays 0; anything else is a bug.
+    late_sends: int
     last_acked: int      # highest fseq acked
     next_fseq: int | None  # None until the TP answered hello
     connected: bool
@@ -232,7 +240,8 @@ class Feed:
         self._closed = False
         self._wake_pending = False
         self._c = dict(sent=0, sent_rows=0, acked=0, acked_rows=0, resent=0, dropped=0,
-                       dropped_rows=0, rejected=0, reconnects=0, ack_timeouts=0, last_acked=0)
+                       dropped_rows=0, rejected=0, reconnects=0, ack_timeouts=0, late_sends=0,
+                       last_acked=0)
         self._last_error = ""
 
         self._ctx = context or zmq.Context.instance()
@@ -394,6 +403,7 @@ class Feed:
             self._pending_rows[table] = self._pending_rows.get(table, 0) + (n - done)
             if self._pending_since is None:
                 self._pending_since = time.monotonic()
+                self._wake()          # so the I/O thread arms the batch_ms timer
             raise
         return True
 
@@ -446,10 +456,22 @@ class Feed:
         self._wake()
 
     def _wake(self) -> None:
-        """Nudge the I/O thread out of its poll (coalesced; lock held)."""
-        if not self._wake_pending:
-            self._wake_pending = True
-            self._wake_tx.send(b"", zmq.NOBLOCK)
+        """Nudge the I/O thread out of its poll to look at the state again (lock held).
+
+        `_wake_pending` is True exactly while one wake message is unread: it is set together
+        with the send here and cleared together with the read in `_take_wake`, both under the
+        lock, so wakes coalesce but none is lost. The I/O thread never wakes itself: it derives
+        its poll timeout from the state before every poll (0 while it has anything to send)."""
+        if self._wake_pending or threading.current_thread() is self._io:
+            return
+        self._wake_pending = True
+        self._wake_tx.send(b"", zmq.NOBLOCK)
+
+    def _take_wake(self) -> None:
+        with self._lock:
+            while self._wake_rx.poll(0):   # one message, by the invariant above
+                self._wake_rx.recv(zmq.NOBLOCK)
+            self._wake_pending = False
 
     # ---------------------------------------------------------------- I/O thread
 
@@ -467,17 +489,15 @@ class Feed:
                     timeout = self._poll_timeout()
                     flags = zmq.POLLIN | (zmq.POLLOUT if self._blocked_out else 0)
                 poller.modify(self._sock, flags)
-                events = dict(poller.poll(max(1, int(timeout * 1000))))
+                events = dict(poller.poll(math.ceil(timeout * 1000)))
+                late = 0 if events or not timeout else self._unwoken()
                 if self._wake_rx in events:
-                    with self._lock:
-                        self._wake_pending = False
-                    while self._wake_rx.poll(0):
-                        self._wake_rx.recv()
+                    self._take_wake()
                 if self._mon in events:
                     self._on_monitor()
                 if events.get(self._sock, 0) & zmq.POLLIN:
                     self._on_replies()
-                self._tick()
+                self._tick(late)
         except Exception:               # never die silently: the producer would block forever
             log.exception("feed %d: I/O thread failed", self.feed_id)
             with self._lock:
@@ -490,7 +510,18 @@ class Feed:
             self._sock.close(0)
             self._wake_rx.close(0)
 
+    def _unwoken(self) -> int:
+        """After a poll that timed out: how many queued messages could have been sent all along
+        and have no wake-up on its way to say so (a wake that lands just after the timeout is
+        not a lost one)."""
+        with self._lock:
+            if not (self._ready and self._unsent) or self._blocked_out or self._wake_rx.poll(0):
+                return 0
+            return len(self._unsent)
+
     def _poll_timeout(self) -> float:
+        if self._ready and self._unsent and not self._blocked_out:
+            return 0.0                # sendable now: only look for replies on the way
         now = time.monotonic()
         t = _POLL_CAP_S
         if self._pending_since is not None:
@@ -594,8 +625,8 @@ class Feed:
                         break
             self._cv.notify_all()
 
-    def _tick(self) -> None:
-        """Deadlines and sending; runs after every poll."""
+    def _tick(self, late: int = 0) -> None:
+        """Deadlines and sending; runs after every poll. `late`: messages the poll kept waiting."""
         now = time.monotonic()
         with self._lock:
             if self._pending_since is not None and now - self._pending_since >= self._batch_s:
@@ -612,10 +643,11 @@ class Feed:
                 self._backoff = min(16, self._backoff * 2)
                 self._progress_at = now
                 self._rewind()
-            self._send_some()
+            self._send_some(late)
 
-    def _send_some(self) -> None:
-        """Send queued messages in fseq order until the queue or ZMQ's HWM stops us. Lock held."""
+    def _send_some(self, late: int = 0) -> None:
+        """Send queued messages in fseq order until the queue or ZMQ's HWM stops us; the first
+        `late` of them are counted as late. Lock held."""
         self._blocked_out = False
         for _ in range(_BURST):
             if not self._unsent:
@@ -626,6 +658,9 @@ class Feed:
             except zmq.Again:
                 self._blocked_out = True
                 return
+            if late:
+                late -= 1
+                self._c["late_sends"] += 1
             self._unsent.popleft()
             if not self._inflight:
                 self._progress_at = time.monotonic()
@@ -636,5 +671,3 @@ class Feed:
                 self._c["sent_rows"] += m.nrows
             else:
                 self._c["resent"] += 1
-        if self._unsent:
-            self._wake()              # more to send: come straight back after checking replies

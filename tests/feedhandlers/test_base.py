@@ -312,3 +312,70 @@ def test_text_columns_convert_exactly(values):
         assert out.to_pylist() == arr.tolist()
     else:
         assert len(arr) == 0 or not all(v.isascii() for v in arr.tolist())
+
+
+# ---------------------------------------------------------------- wake-ups
+# The I/O thread sends a message as soon as it is queued: whatever the publish timing, no
+# message waits for the thread's poll timeout (`FeedStats.late_sends` stays 0).
+
+def publish_paced(feed: Feed, rate: float, seconds: float) -> int:
+    """Single-row trades at a steady `rate` (sleeping to each one's due time); returns the count."""
+    n, t0 = 0, time.monotonic()
+    while (due := t0 + n / rate) < t0 + seconds:
+        wait = due - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        feed.publish("trade", trade_rows(n, 1))
+        n += 1
+    return n
+
+
+@pytest.mark.process
+@pytest.mark.parametrize("fid,mode", [(101, {"batch_rows": 1}), (102, {"batch_ms": 0})],
+                         ids=["batch_rows=1", "batch_ms=0"])
+def test_steady_single_rows_never_wait_for_the_poll(shared_tp, fid, mode):
+    """2k msg/s for 2 s: every message is sent when published, none when the poll times out
+    (the lost-wake bug sent each of them ~100 ms late, on the poll cap, after a few dozen)."""
+    with Feed.from_config(shared_tp, fid, **mode) as f:
+        n = publish_paced(f, rate=2000, seconds=2.0)
+        assert f.wait_acked(10)
+        s = f.stats()
+    assert s.late_sends == 0, f"{s.late_sends} of {n} messages waited for the poll timeout"
+    assert (s.sent, s.acked, s.resent, s.ack_timeouts, s.dropped) == (n, n, 0, 0, 0)
+    got = logged(shared_tp, fid)
+    assert [fs for _, fs, _, _ in got] == list(range(1, n + 1))
+    assert (sizes(got) == np.arange(n)).all()
+
+
+@pytest.mark.process
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(gaps_us=st.lists(st.integers(0, 2000), min_size=50, max_size=400),
+       threads=st.integers(1, 3),
+       mode=st.sampled_from([{"batch_rows": 1}, {"batch_ms": 0}, {"batch_rows": 3, "batch_ms": 1}]))
+def test_no_message_waits_for_the_poll_whatever_the_timing(shared_tp, gaps_us, threads, mode):
+    """Publishes at random gaps from 1-3 threads (rows numbered per thread slot so loss,
+    duplication and reordering within a thread show): nothing is late, everything is logged."""
+    fid = next(_ids)
+    f = Feed.from_config(shared_tp, fid, **mode)
+    per = -(-len(gaps_us) // threads)
+
+    def produce(k: int) -> None:
+        for i, gap in enumerate(gaps_us[k * per:(k + 1) * per]):
+            if gap:
+                time.sleep(gap / 1e6)
+            f.publish("trade", trade_rows(k * per + i, 1))
+
+    workers = [threading.Thread(target=produce, args=(k,)) for k in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert f.close(10)
+    s = f.stats()
+    assert s.late_sends == 0, f"{s.late_sends} messages waited for the poll timeout"
+    assert s.acked_rows == len(gaps_us) and s.dropped == 0
+    got = sizes(logged(shared_tp, fid))
+    assert sorted(got.tolist()) == list(range(len(gaps_us)))
+    for k in range(threads):                      # each thread's rows in its publish order
+        mine = got[(got >= k * per) & (got < (k + 1) * per)]
+        assert (np.diff(mine) == 1).all()
