@@ -183,9 +183,10 @@ class QueryServer:
             sock.close(0)
 
 
-def query(endpoint: str, sql: str, timeout: float = 60) -> Result:
+def query(endpoint: str, sql: str, timeout: float = 60, allow_truncated: bool = False) -> Result:
     """Run `sql` on the query server at `endpoint`. Raises QueryError with the server's text,
-    or saying nothing answered within `timeout` seconds."""
+    or saying nothing answered within `timeout` seconds. A result the server cut at its row
+    limit has `truncated` set and, unless `allow_truncated`, issues a TruncatedWarning."""
     try:
         frames = request(endpoint, [json.dumps({"sql": sql, "format": "arrow"}).encode()], timeout)
     except Unreachable as e:
@@ -193,7 +194,11 @@ def query(endpoint: str, sql: str, timeout: float = 60) -> Result:
     kind = bytes(frames[0].buffer)
     if kind == b"ok" and len(frames) == 3:
         meta = json.loads(bytes(frames[2].buffer))
-        return Result(decode_table(frames[1].buffer), bool(meta["truncated"]), float(meta["ms"]))
+        res = Result(decode_table(frames[1].buffer), bool(meta["truncated"]), float(meta["ms"]))
+        if res.truncated and not allow_truncated:
+            from hdb.sql import warn_truncated
+            warn_truncated(res.table.num_rows, f"the server at {endpoint}")
+        return res
     if kind == b"err" and len(frames) >= 2:
         raise QueryError(bytes(frames[1].buffer).decode("utf-8", "replace"))
     raise QueryError(f"unexpected reply from {endpoint}: {kind[:20]!r}; is it a tickstack query endpoint?")

@@ -37,7 +37,8 @@ def cli(ctx, config_path, home):
     ctx.meta["config_path"] = config_path
 
 
-PROC = click.Choice(processes.ORDER)
+# the folder names (tickerplant, feedhandlers) are accepted as the processes' names
+PROC = click.Choice(processes.ORDER + list(processes.ALIASES))
 
 
 @cli.command()
@@ -62,11 +63,12 @@ def stop(cfg, names):
 
 
 @cli.command()
+@click.argument("names", nargs=-1, type=PROC)
 @click.option("--json", "as_json", is_flag=True, help="name, pid, state and the TP's log file as JSON")
 @click.pass_obj
-def status(cfg, as_json):
-    """Which processes run, with their pids and the TP's current log."""
-    rows = processes.status(cfg)
+def status(cfg, names, as_json):
+    """Which processes run (default: all), with their pids and the TP's current log."""
+    rows = processes.status(cfg, list(names) or None)
     if as_json:
         click.echo(processes.to_json(rows))
         return
@@ -153,12 +155,15 @@ def publish(cfg, table, file):
 @click.pass_obj
 def query(cfg, sql, source, fmt, out, timeout):
     """Run read-only SQL over today (rdb), history (hdb), both (all) or QuestDB."""
-    from ops.query import QueryFailed, run_query, write
+    from ops.query import QueryFailed, run_query, truncation_note, write
     try:
-        table = run_query(cfg, sql, source, timeout)
+        res = run_query(cfg, sql, source, timeout)
+        write(res.table, fmt, out)
     except QueryFailed as e:
         _fail(str(e))
-    write(table, fmt, out)
+    note = truncation_note(source, res)
+    if note:
+        click.echo(note, err=True)
 
 
 @cli.command()
@@ -168,6 +173,7 @@ def query(cfg, sql, source, fmt, out, timeout):
 @click.pass_obj
 def subscribe(cfg, table, syms, count):
     """Print TABLE's rows as they arrive (the whole day first, then live)."""
+    from ops.query import csv_lines
     from tickerplant.subscriber import EndOfDay, Subscriber
     try:
         sub = Subscriber(cfg.tickerplant, [table], syms=syms or None, registry=cfg.registry())
@@ -179,13 +185,15 @@ def subscribe(cfg, table, syms, count):
         if isinstance(ev, EndOfDay):
             click.echo(f"# end of day {ev.date}")
             continue
-        rows = ev.batch.to_pylist()
+        batch = ev.batch
+        if count:
+            batch = batch.slice(0, count - seen)
         if not header:
-            click.echo(",".join(rows[0].keys()) if rows else "")
+            click.echo(",".join(batch.schema.names))
             header = True
-        for r in rows[: (count - seen) if count else None]:
-            click.echo(",".join(str(v) for v in r.values()))
-        seen += len(rows)
+        if batch.num_rows:
+            click.echo("\n".join(csv_lines(batch)))
+        seen += batch.num_rows
         if count and seen >= count:
             break
 
@@ -263,7 +271,7 @@ def log_replay(cfg, file, tables, first, sql):
     reg = cfg.registry()
     if sql:
         from hdb.sql import Engine, QueryError
-        from ops.query import write
+        from ops.query import truncation_note, write
         from rdb.store import Store
         store = Store(reg)
         try:
@@ -271,22 +279,27 @@ def log_replay(cfg, file, tables, first, sql):
             click.echo(f"loaded {rows} rows", err=True)
         except ValueError as e:
             click.echo(f"warning: {e}", err=True)
-        eng = Engine(today=store.snapshot, registry=reg)
+        eng = Engine(today=store.snapshot, registry=reg, max_rows=cfg.rdb.max_rows)
         try:
-            write(eng.query(sql).table, "table", None)
+            res = eng.query(sql, allow_truncated=True)
+            write(res.table, "table", None)
         except QueryError as e:
             _fail(str(e))
         finally:  # a DuckDB connection left to interpreter shutdown can abort the process
             eng.close()
+        note = truncation_note("replay", res)
+        if note:
+            click.echo(note, err=True)
         return
+    from ops.query import csv_lines
     current = None
     try:
         for seq, table, batch in replay(file, reg, tables or None, first):
             if table != current:
                 click.echo(f"# {table}\nseq," + ",".join(batch.schema.names))
                 current = table
-            for r in batch.to_pylist():
-                click.echo(f"{seq}," + ",".join(str(v) for v in r.values()))
+            if batch.num_rows:
+                click.echo("\n".join(f"{seq},{line}" for line in csv_lines(batch)))
     except ValueError as e:
         _fail(str(e))
 
