@@ -1,6 +1,6 @@
 """python -m feedhandlers [--config FILE] [--home DIR] sim|replay|itch ...
 
-The same commands as `tickstack feed ...`; this wrapper only loads the Config first.
+The same commands as `tickstack feed ...`; this wrapper only loads the feed's config first.
 """
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import sys
 import click
 
 from feedhandlers.cli import feed
-from ops.config import ConfigError, load
+from feedhandlers.config import FeedConfig
+from schemas.settings import ConfigError, load
 
 
 @click.group(help=feed.help)
@@ -21,7 +22,7 @@ def cli(ctx, config, home):
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s feed %(levelname)s %(message)s")
     try:
-        ctx.obj = load(config, home)
+        ctx.obj = load(FeedConfig, config, home, only_own=True)
     except ConfigError as e:
         raise click.ClickException(str(e)) from None
 

@@ -2,7 +2,7 @@
 
 Socket semantics (why acks and resend exist)
 --------------------------------------------
-A feed connects a ZeroMQ DEALER to the tickerplant's ROUTER (`cfg.tickerplant.ingest`) and sends
+A feed connects a ZeroMQ DEALER to the tickerplant's ROUTER (`TickerplantSettings.ingest`) and sends
 single-frame messages: the codec bytes of one batch of one table, stamped with this feed's id
 (`feed`, nonzero u32) and its message number (`fseq`, u64, +1 per message).
 
@@ -35,11 +35,16 @@ accepted when the buffer is empty.
 Threads: `publish` runs in the caller's thread (conversion to numpy, batching, encoding, rate
 limiting by sleeping - never spinning); one background I/O thread owns the sockets (sends,
 acks, resends, time-based flushes). No per-row Python: rows travel as numpy arrays.
+A message is sent as soon as it is queued: a producer that queues one wakes the I/O thread
+through an inproc PAIR socket (one wake message at most, never lost: see `Feed._wake`), and the
+I/O thread polls with timeout 0 while it has anything sendable. `FeedStats.late_sends` counts
+messages that nonetheless waited for a poll timeout (a lost wake-up; it stays 0).
 """
 from __future__ import annotations
 
 import collections
 import logging
+import math
 import struct
 import threading
 import time
@@ -53,12 +58,12 @@ from zmq.utils.monitor import recv_monitor_message
 
 from feedhandlers.config import FeedSettings
 from schemas import codec
-from schemas.registry import Registry, Schema
+from schemas.registry import Registry, Schema, load_registry
+from tickerplant import protocol as p
+from tickerplant.config import TickerplantSettings
 
 log = logging.getLogger(__name__)
 
-ACK = struct.Struct("<IQ")
-HELLO = struct.Struct("<I")
 FSEQ_OFFSET = codec.HEADER.size - 8       # fseq is the header's last field (u64)
 _FSEQ = struct.Struct("<Q")
 _HELLO_RETRY_S = 0.2                      # re-say hello while unanswered
@@ -114,6 +119,9 @@ class FeedStats:
     pending_rows: int    # rows published but not yet batched into a message
     reconnects: int
     ack_timeouts: int
+    # Messages that sat sendable in the queue until the I/O thread's poll timed out, instead of
+    # going when they were queued: a lost wake-up. Stays 0; anything else is a bug.
+    late_sends: int
     last_acked: int      # highest fseq acked
     next_fseq: int | None  # None until the TP answered hello
     connected: bool
@@ -190,20 +198,24 @@ def _concat(parts: list) -> np.ndarray | pa.Array:
 class Feed:
     """A connection to the tickerplant that batches, numbers, buffers and resends.
 
-    `Feed(cfg, feed_id, registry=None, **overrides)`: `cfg` is an `ops.config.Config`; overrides
-    are any `[feed]` setting (batch_rows=1, on_full="error", ...). Use as a context manager or call
-    `close()`.
+    `Feed(tp, feed_id, registry=None, settings=None, **overrides)`: `tp` is the TP's
+    `TickerplantSettings` (its ingest endpoint and message size limit); `settings` the
+    `FeedSettings` (default: the embedded defaults); overrides are any of its fields
+    (batch_rows=1, on_full="error", ...). `registry` defaults to the built-in tables. Use as a
+    context manager or call `close()`.
     """
 
-    def __init__(self, cfg, feed_id: int | None = None, registry: Registry | None = None, *,
+    def __init__(self, tp: TickerplantSettings, feed_id: int | None = None,
+                 registry: Registry | None = None, *, settings: FeedSettings | None = None,
                  context: zmq.Context | None = None, **overrides):
-        self.settings = s = FeedSettings.model_validate({**cfg.feed.model_dump(), **overrides})
+        base = settings.model_dump() if settings is not None else {}
+        self.settings = s = FeedSettings.model_validate({**base, **overrides})
         self.feed_id = int(feed_id if feed_id is not None else s.feed_id)
         if not 0 < self.feed_id < 2**32:
             raise ValueError(f"feed_id must be a nonzero u32, got {self.feed_id}")
-        self.registry = registry if registry is not None else cfg.registry()
-        self.endpoint = cfg.tickerplant.ingest
-        self.max_message_bytes = cfg.tickerplant.max_message_bytes
+        self.registry = registry if registry is not None else load_registry()
+        self.endpoint = tp.ingest
+        self.max_message_bytes = tp.max_message_bytes
         self._batch_rows = s.batch_rows
         self._batch_s = s.batch_ms / 1000.0
         self._rows_bucket = TokenBucket(s.max_rows_per_s) if s.max_rows_per_s else None
@@ -228,7 +240,8 @@ class Feed:
         self._closed = False
         self._wake_pending = False
         self._c = dict(sent=0, sent_rows=0, acked=0, acked_rows=0, resent=0, dropped=0,
-                       dropped_rows=0, rejected=0, reconnects=0, ack_timeouts=0, last_acked=0)
+                       dropped_rows=0, rejected=0, reconnects=0, ack_timeouts=0, late_sends=0,
+                       last_acked=0)
         self._last_error = ""
 
         self._ctx = context or zmq.Context.instance()
@@ -251,6 +264,13 @@ class Feed:
         # are buffered unnumbered and numbered when it answers.
         with self._cv:
             self._cv.wait_for(lambda: self._next_fseq is not None, s.hello_timeout_ms / 1000.0)
+
+    @classmethod
+    def from_config(cls, cfg, feed_id: int | None = None, registry: Registry | None = None,
+                    **overrides) -> "Feed":
+        """A feed from a process config (`FeedConfig`, or the stack's): its [tickerplant]
+        endpoints, [feed] settings and tables."""
+        return cls(cfg.tickerplant, feed_id, registry or cfg.registry(), settings=cfg.feed, **overrides)
 
     # ---------------------------------------------------------------- producer side
 
@@ -281,12 +301,12 @@ class Feed:
                 self._wake()          # so the I/O thread arms the batch_ms timer
 
     def flush(self) -> None:
-        """Turn every pending row into messages now (does not wait for acks; see `drain`)."""
+        """Turn every pending row into messages now (does not wait for acks; see `wait_acked`)."""
         with self._lock:
             for table in list(self._pending):
                 self._flush_table(table, block=True)
 
-    def drain(self, timeout: float | None = None) -> bool:
+    def wait_acked(self, timeout: float | None = None) -> bool:
         """Flush, then wait until the TP acked everything; True if it did within `timeout`.
         With on_full="error" a full buffer is waited out here (up to `timeout`), not raised."""
         end = None if timeout is None else time.monotonic() + timeout
@@ -308,7 +328,7 @@ class Feed:
         if self._closed:
             return not self._c["dropped"]
         timeout = self.settings.close_timeout_s if timeout is None else timeout
-        ok = self.drain(timeout)
+        ok = self.wait_acked(timeout)
         with self._lock:
             self._closed = True
             self._stop = True
@@ -383,6 +403,7 @@ class Feed:
             self._pending_rows[table] = self._pending_rows.get(table, 0) + (n - done)
             if self._pending_since is None:
                 self._pending_since = time.monotonic()
+                self._wake()          # so the I/O thread arms the batch_ms timer
             raise
         return True
 
@@ -435,10 +456,22 @@ class Feed:
         self._wake()
 
     def _wake(self) -> None:
-        """Nudge the I/O thread out of its poll (coalesced; lock held)."""
-        if not self._wake_pending:
-            self._wake_pending = True
-            self._wake_tx.send(b"", zmq.NOBLOCK)
+        """Nudge the I/O thread out of its poll to look at the state again (lock held).
+
+        `_wake_pending` is True exactly while one wake message is unread: it is set together
+        with the send here and cleared together with the read in `_take_wake`, both under the
+        lock, so wakes coalesce but none is lost. The I/O thread never wakes itself: it derives
+        its poll timeout from the state before every poll (0 while it has anything to send)."""
+        if self._wake_pending or threading.current_thread() is self._io:
+            return
+        self._wake_pending = True
+        self._wake_tx.send(b"", zmq.NOBLOCK)
+
+    def _take_wake(self) -> None:
+        with self._lock:
+            while self._wake_rx.poll(0):   # one message, by the invariant above
+                self._wake_rx.recv(zmq.NOBLOCK)
+            self._wake_pending = False
 
     # ---------------------------------------------------------------- I/O thread
 
@@ -456,17 +489,15 @@ class Feed:
                     timeout = self._poll_timeout()
                     flags = zmq.POLLIN | (zmq.POLLOUT if self._blocked_out else 0)
                 poller.modify(self._sock, flags)
-                events = dict(poller.poll(max(1, int(timeout * 1000))))
+                events = dict(poller.poll(math.ceil(timeout * 1000)))
+                late = 0 if events or not timeout else self._unwoken()
                 if self._wake_rx in events:
-                    with self._lock:
-                        self._wake_pending = False
-                    while self._wake_rx.poll(0):
-                        self._wake_rx.recv()
+                    self._take_wake()
                 if self._mon in events:
                     self._on_monitor()
                 if events.get(self._sock, 0) & zmq.POLLIN:
                     self._on_replies()
-                self._tick()
+                self._tick(late)
         except Exception:               # never die silently: the producer would block forever
             log.exception("feed %d: I/O thread failed", self.feed_id)
             with self._lock:
@@ -479,7 +510,18 @@ class Feed:
             self._sock.close(0)
             self._wake_rx.close(0)
 
+    def _unwoken(self) -> int:
+        """After a poll that timed out: how many queued messages could have been sent all along
+        and have no wake-up on its way to say so (a wake that lands just after the timeout is
+        not a lost one)."""
+        with self._lock:
+            if not (self._ready and self._unsent) or self._blocked_out or self._wake_rx.poll(0):
+                return 0
+            return len(self._unsent)
+
     def _poll_timeout(self) -> float:
+        if self._ready and self._unsent and not self._blocked_out:
+            return 0.0                # sendable now: only look for replies on the way
         now = time.monotonic()
         t = _POLL_CAP_S
         if self._pending_since is not None:
@@ -496,7 +538,7 @@ class Feed:
     def _say_hello(self) -> None:
         self._hello_at = time.monotonic()
         try:
-            self._sock.send_multipart([b"hello", HELLO.pack(self.feed_id)], zmq.NOBLOCK)
+            self._sock.send_multipart([p.HELLO, p.feed_id(self.feed_id)], zmq.NOBLOCK)
         except zmq.Again:
             pass                      # not connected yet: the handshake event or retry says it
 
@@ -529,12 +571,12 @@ class Feed:
                 return
             kind = frames[0]
             try:
-                if kind == b"ack" and len(frames) >= 2:
-                    feed, last = ACK.unpack(frames[1])
+                if kind == p.ACK and len(frames) >= 2:
+                    feed, last = p.parse_ack(frames[1])
                     if feed == self.feed_id:
                         self._on_ack(last)
-                elif kind == b"err" and len(frames) >= 2:
-                    feed, fseq = ACK.unpack(frames[1])
+                elif kind == p.ERR and len(frames) >= 2:
+                    feed, fseq = p.parse_ack(frames[1])
                     text = frames[2].decode("utf-8", "replace") if len(frames) > 2 else ""
                     if feed == self.feed_id:
                         self._on_err(fseq, text)
@@ -583,8 +625,8 @@ class Feed:
                         break
             self._cv.notify_all()
 
-    def _tick(self) -> None:
-        """Deadlines and sending; runs after every poll."""
+    def _tick(self, late: int = 0) -> None:
+        """Deadlines and sending; runs after every poll. `late`: messages the poll kept waiting."""
         now = time.monotonic()
         with self._lock:
             if self._pending_since is not None and now - self._pending_since >= self._batch_s:
@@ -601,10 +643,11 @@ class Feed:
                 self._backoff = min(16, self._backoff * 2)
                 self._progress_at = now
                 self._rewind()
-            self._send_some()
+            self._send_some(late)
 
-    def _send_some(self) -> None:
-        """Send queued messages in fseq order until the queue or ZMQ's HWM stops us. Lock held."""
+    def _send_some(self, late: int = 0) -> None:
+        """Send queued messages in fseq order until the queue or ZMQ's HWM stops us; the first
+        `late` of them are counted as late. Lock held."""
         self._blocked_out = False
         for _ in range(_BURST):
             if not self._unsent:
@@ -615,6 +658,9 @@ class Feed:
             except zmq.Again:
                 self._blocked_out = True
                 return
+            if late:
+                late -= 1
+                self._c["late_sends"] += 1
             self._unsent.popleft()
             if not self._inflight:
                 self._progress_at = time.monotonic()
@@ -625,5 +671,3 @@ class Feed:
                 self._c["sent_rows"] += m.nrows
             else:
                 self._c["resent"] += 1
-        if self._unsent:
-            self._wake()              # more to send: come straight back after checking replies

@@ -127,7 +127,10 @@ def replay_cmd(cfg, file, hdb_date, table, speed, asap, order, max_gap, feed_id,
 
 @feed.command("itch")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
-@click.option("--date", "date", required=True, help="the trading date of the file, YYYY-MM-DD")
+@click.option("--date", "date", default=None,
+              help="the trading date of the file, YYYY-MM-DD (default: the date in a NASDAQ file "
+                   "name such as 01302019.NASDAQ_ITCH50 or S013019-v50.txt, else the "
+                   "tickerplant's current day)")
 @click.option("--feed-id", type=int, default=ITCH_ID, show_default=True)
 @click.option("--progress/--no-progress", default=_tty, help="progress bar (default: on a terminal)")
 @click.pass_obj
@@ -135,13 +138,16 @@ def itch_cmd(cfg, file, date, feed_id, progress):
     """Replay a NASDAQ ITCH 5.0 FILE as quotes (top of book) and trades, as fast as possible."""
     from feedhandlers.base import Feed
     from feedhandlers.itch.book import iter_itch_batches   # lazily: only this command needs it
+    if date is None:
+        date, why = _itch_date(cfg, file)
+        click.echo(f"trading date {date} ({why}); pass --date YYYY-MM-DD to choose another")
     errors: dict[str, int] = {}
     rows = {"quote": 0, "trade": 0}
     bar = None
     if progress:
         from tqdm import tqdm
         bar = tqdm(unit="rows", unit_scale=True, desc="itch")
-    f = Feed(cfg, feed_id)
+    f = Feed.from_config(cfg, feed_id)
     try:
         for table, cols in iter_itch_batches(file, date, errors=errors):
             f.publish(table, cols)
@@ -160,3 +166,27 @@ def itch_cmd(cfg, file, date, feed_id, progress):
     _echo_stats(f.stats())
     if not acked:
         raise click.ClickException("not every message was acked by the tickerplant")
+
+
+def _itch_date(cfg, file: str) -> tuple[str, str]:
+    """The trading date of an ITCH file, and where it came from: NASDAQ's file names carry it
+    (MMDDYYYY.NASDAQ_ITCH50, MMDDYYYY.BX_ITCH_50, ...; the older SMMDDYY-vNN.txt), else the
+    tickerplant's current day, else today by the configured end-of-day clock."""
+    import datetime as dt
+    import re
+    from pathlib import Path
+    name = Path(file).name
+    for pattern, century in ((r"^(\d{2})(\d{2})(\d{4})\.[A-Za-z]+_ITCH", 0), (r"^S(\d{2})(\d{2})(\d{2})-v\d+", 2000)):
+        m = re.match(pattern, name)
+        if m:
+            try:
+                return dt.date(int(m[3]) + century, int(m[1]), int(m[2])).isoformat(), f"from the file name {name}"
+            except ValueError:
+                pass   # digits that are not a date: not NASDAQ's convention after all
+    from tickerplant.protocol import ControlError, Unreachable, control
+    try:
+        return control(cfg.tickerplant.ctl, "status", timeout=1.0)["date"], "the tickerplant's current day"
+    except (Unreachable, ControlError, KeyError):
+        from tickerplant.clock import Clock
+        return (Clock(cfg.eod.time, cfg.eod.tz).day().isoformat(),
+                f"today by the [eod] clock; the tickerplant at {cfg.tickerplant.ctl} did not answer")

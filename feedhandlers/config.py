@@ -7,7 +7,8 @@ from typing import Literal, Optional
 
 from pydantic import Field
 
-from schemas.settings import Settings
+from schemas.settings import Settings, StackSettings
+from tickerplant.config import EodSettings, TickerplantSettings
 
 
 class FeedSettings(Settings):
@@ -35,3 +36,10 @@ class FeedSettings(Settings):
     # Rate limits (token bucket, sleeps, never spins); None = unlimited.
     max_rows_per_s: Optional[float] = Field(None, gt=0)
     max_msgs_per_s: Optional[float] = Field(None, gt=0)
+
+
+class FeedConfig(StackSettings):
+    """What `python -m feedhandlers` reads (the TP's endpoints, the day rule for ITCH dates)."""
+    tickerplant: TickerplantSettings = TickerplantSettings()
+    eod: EodSettings = EodSettings()
+    feed: FeedSettings = FeedSettings()

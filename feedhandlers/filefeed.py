@@ -175,11 +175,11 @@ def replay(cfg, table_name: str, data: pa.Table, report: ReplayReport, *, speed:
     """Publish `data` through `feed` (or a new Feed closed at the end, waiting for acks)."""
     from feedhandlers.base import Feed
     own = feed is None
-    feed = feed or Feed(cfg, feed_id)
+    feed = feed or Feed.from_config(cfg, feed_id)
     t0 = time.monotonic()
     try:
         n = publish_table(feed, table_name, data, speed=speed, progress=progress, max_gap_s=max_gap_s)
-        acked = feed.close(timeout) if own else feed.drain(timeout if timeout is not None else 30)
+        acked = feed.close(timeout) if own else feed.wait_acked(timeout if timeout is not None else 30)
     except BaseException:
         if own:
             feed.close(0)

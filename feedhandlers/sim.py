@@ -342,7 +342,7 @@ def run_sim(cfg, syms: int | list[str] | None = None, rate: float | None = None,
     asap = math.isinf(rate)
     sim = MarketSim(syms, seed=seed, start_ns=time.time_ns(), event_rate=1e6 if asap else rate)
     own = feed is None
-    feed = feed or Feed(cfg, feed_id)
+    feed = feed or Feed.from_config(cfg, feed_id)
     events = 0
     t0 = time.monotonic()
     # Pacing: one block per `dt` of wall time, sized to catch up with rate * elapsed; sleep in

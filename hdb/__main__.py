@@ -1,6 +1,7 @@
-"""python -m hdb [--config FILE] [--home DIR]: the HDB query process."""
+"""python -m hdb [--config FILE] [--home DIR]: the history query process."""
+from hdb.config import HdbConfig
 from hdb.hdb import Hdb
-from ops.process import serve
+from schemas.process import serve
 
 if __name__ == "__main__":
-    serve("hdb", Hdb)
+    serve("hdb", HdbConfig, Hdb.from_config)

@@ -1,7 +1,8 @@
 """HDB and QuestDB-sink settings; the defaults here are the only ones."""
 from pydantic import Field
 
-from schemas.settings import Settings
+from schemas.settings import Settings, StackSettings
+from tickerplant.config import EodSettings
 
 
 class QuestDBSettings(Settings):
@@ -20,3 +21,9 @@ class HdbSettings(Settings):
     max_rows: int = Field(1_000_000, ge=1)
     workers: int = Field(2, ge=1)          # queries served at once
     questdb: QuestDBSettings = QuestDBSettings()
+
+
+class HdbConfig(StackSettings):
+    """What `python -m hdb` reads."""
+    eod: EodSettings = EodSettings()
+    hdb: HdbSettings = HdbSettings()

@@ -345,29 +345,13 @@ def rebuild_from_log(hdb_dir: Path, log_file: Path, registry, day: dt.date | Non
     valid records (a corrupt tail is reported in the log and left out: run `tickstack log
     repair` first to salvage records after it), decodes them and saves them with save_day."""
     from schemas.codec import decode
-    from tickerplant.log import LogReader, is_control
+    from tickerplant.log import LogReader, scan
 
-    from tqdm import tqdm
-
-    reader = LogReader(log_file)
-    day = day or reader.date
+    day = day or LogReader(log_file).date
     batches: dict[str, list[pa.RecordBatch]] = defaultdict(list)
-    with tqdm(total=Path(log_file).stat().st_size, unit="B", unit_scale=True,
-              desc=f"reading {Path(log_file).name}", leave=False,
-              disable=None if progress else True) as bar:
-        done = 0
-        for rec in reader.records():
-            end = reader.end_offset(rec)
-            bar.update(end - done)
-            done = end
-            if is_control(rec.payload):
-                continue
-            head, batch = decode(rec.payload, registry)
-            if batch.num_rows:
-                batches[head.table].append(batch)
-    if reader.error:
-        log.warning("%s: stopped at a bad record (%s); rebuilt from the valid records before it",
-                    log_file, reader.error)
+    for _, head, payload in scan(log_file, progress=progress, strict=False):
+        if head.nrows:
+            batches[head.table].append(decode(payload, registry)[1])
     tables = {t: pa.Table.from_batches(bs) for t, bs in batches.items()}
     return save_day(hdb_dir, day, tables, registry, progress)
 

@@ -1,4 +1,4 @@
-"""The HDB process as a library: read-only SQL over the Parquet history on `cfg.hdb.query`.
+"""The HDB process as a library: read-only SQL over the Parquet history on its query endpoint.
 
 The engine's views glob `<hdb>/<table>/date=*/*.parquet` at every query, so a day written by
 EOD (or a backfill) is visible to the next query without a restart, and a partition replaced
@@ -8,25 +8,32 @@ from __future__ import annotations
 
 import logging
 import threading
+from pathlib import Path
 
+from hdb.config import HdbConfig, HdbSettings
 from hdb.server import QueryServer
 from hdb.sql import Engine
+from schemas.registry import Registry
 
 log = logging.getLogger(__name__)
 
 
 class Hdb:
-    def __init__(self, cfg):
-        self.cfg = cfg
-        cfg.hdb_dir.mkdir(parents=True, exist_ok=True)
-        self.engine = Engine(hdb_dir=cfg.hdb_dir, timeout_s=cfg.hdb.query_timeout_s,
-                             max_rows=cfg.hdb.max_rows, registry=cfg.registry())
-        self.server = QueryServer(cfg.hdb.query, self.engine, workers=cfg.hdb.workers)
+    def __init__(self, settings: HdbSettings, hdb_dir: Path, registry: Registry):
+        self.hdb_dir = Path(hdb_dir)
+        self.hdb_dir.mkdir(parents=True, exist_ok=True)
+        self.engine = Engine(hdb_dir=self.hdb_dir, timeout_s=settings.query_timeout_s,
+                             max_rows=settings.max_rows, registry=registry)
+        self.server = QueryServer(settings.query, self.engine, workers=settings.workers)
         self._stop = threading.Event()
+
+    @classmethod
+    def from_config(cls, cfg: HdbConfig) -> "Hdb":
+        return cls(cfg.hdb, cfg.hdb_dir, cfg.registry())
 
     def start(self) -> "Hdb":
         self.server.start()
-        log.info("hdb: serving %s on %s", self.cfg.hdb_dir, self.server.endpoint)
+        log.info("hdb: serving %s on %s", self.hdb_dir, self.server.endpoint)
         return self
 
     def stop(self) -> None:

@@ -29,6 +29,7 @@ import pyarrow as pa
 import zmq
 
 from hdb.sql import Engine, QueryError, Result
+from tickerplant.protocol import Unreachable, request
 
 log = logging.getLogger(__name__)
 MAX_REQUEST = 16 << 20   # bytes: SQL text is small; anything bigger is not a query
@@ -182,27 +183,22 @@ class QueryServer:
             sock.close(0)
 
 
-def query(endpoint: str, sql: str, timeout: float = 60) -> Result:
+def query(endpoint: str, sql: str, timeout: float = 60, allow_truncated: bool = False) -> Result:
     """Run `sql` on the query server at `endpoint`. Raises QueryError with the server's text,
-    or saying nothing answered within `timeout` seconds."""
-    ctx = zmq.Context.instance()
-    sock = ctx.socket(zmq.REQ)
-    sock.setsockopt(zmq.LINGER, 0)
+    or saying nothing answered within `timeout` seconds. A result the server cut at its row
+    limit has `truncated` set and, unless `allow_truncated`, issues a TruncatedWarning."""
     try:
-        sock.connect(endpoint)
-        sock.send(json.dumps({"sql": sql, "format": "arrow"}).encode())
-        if not sock.poll(int(timeout * 1000)):
-            raise QueryError(f"no answer from {endpoint} in {timeout:g}s: is the process running? "
-                             f"(`tickstack status`)")
-        frames = sock.recv_multipart(copy=False)
-    except zmq.ZMQError as e:
-        raise QueryError(f"cannot reach {endpoint}: {e}") from None
-    finally:
-        sock.close(0)
+        frames = request(endpoint, [json.dumps({"sql": sql, "format": "arrow"}).encode()], timeout)
+    except Unreachable as e:
+        raise QueryError(str(e)) from None
     kind = bytes(frames[0].buffer)
     if kind == b"ok" and len(frames) == 3:
         meta = json.loads(bytes(frames[2].buffer))
-        return Result(decode_table(frames[1].buffer), bool(meta["truncated"]), float(meta["ms"]))
+        res = Result(decode_table(frames[1].buffer), bool(meta["truncated"]), float(meta["ms"]))
+        if res.truncated and not allow_truncated:
+            from hdb.sql import warn_truncated
+            warn_truncated(res.table.num_rows, f"the server at {endpoint}")
+        return res
     if kind == b"err" and len(frames) >= 2:
         raise QueryError(bytes(frames[1].buffer).decode("utf-8", "replace"))
     raise QueryError(f"unexpected reply from {endpoint}: {kind[:20]!r}; is it a tickstack query endpoint?")

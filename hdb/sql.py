@@ -18,7 +18,9 @@ ATTACH/DETACH/INSTALL/LOAD/SET/RESET/PRAGMA/CALL/transactions are refused. DuckD
 with `enable_external_access=false`, `allowed_directories=[<hdb>]` and `lock_configuration=true`,
 so even a SELECT cannot read a file outside the HDB (read_csv('/etc/passwd') is refused) and
 no setting can be changed back. Each query has a time limit (interrupted by a watchdog thread) and a
-row limit (the result is streamed and cut at `max_rows`; `Result.truncated` says so). Every
+row limit (the result is streamed and cut at `max_rows`; `Result.truncated` says so). A cut
+result also issues a `TruncatedWarning` (shown every time, not once per call site) unless the
+caller passes `allow_truncated=True`, saying it reads `Result.truncated` itself. Every
 refusal raises `QueryError` saying what is allowed.
 
 kdb-style helpers, as DuckDB macros usable in any query:
@@ -48,6 +50,7 @@ import datetime as dt
 import os
 import threading
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -100,11 +103,27 @@ class QueryError(ValueError):
     """A query was refused or failed; the text says why and what is allowed."""
 
 
+class TruncatedWarning(UserWarning):
+    """A query's result was cut at the row limit: the rows returned are not all the rows."""
+
+
+# every cut result is reported, not only the first one at each call site (Python's default)
+warnings.filterwarnings("always", category=TruncatedWarning)
+
+
 @dataclass
 class Result:
     table: pa.Table
     truncated: bool = False
     ms: float = 0.0
+
+
+def warn_truncated(rows: int, where: str, stacklevel: int = 3) -> None:
+    """Issue the TruncatedWarning for a result cut at `rows` rows by `where`'s limit."""
+    warnings.warn(TruncatedWarning(
+        f"result cut at {rows:,} rows, the row limit of {where}: the rows returned are not all "
+        f"the rows. Filter, aggregate or LIMIT the query, or raise the limit (max_rows); pass "
+        f"allow_truncated=True when you check Result.truncated yourself"), stacklevel=stacklevel)
 
 
 def _quote(s: str) -> str:
@@ -307,8 +326,10 @@ class Engine:
             cur.day = day
 
     # -- queries -----------------------------------------------------------------------------
-    def query(self, sql: str) -> Result:
-        """Run one read-only statement; at most `max_rows` rows, at most `timeout_s` seconds."""
+    def query(self, sql: str, allow_truncated: bool = False) -> Result:
+        """Run one read-only statement; at most `max_rows` rows, at most `timeout_s` seconds.
+        A result cut at `max_rows` has `truncated` set and, unless `allow_truncated`, issues a
+        TruncatedWarning."""
         check_sql(sql)
         t0 = time.perf_counter()
         cur = self._cursor()
@@ -346,6 +367,8 @@ class Engine:
         finally:
             self._watchdog.release(token)
         table = pa.Table.from_batches(batches, schema=schema)
+        if truncated and not allow_truncated:
+            warn_truncated(self.max_rows, "this engine")
         return Result(table, truncated, (time.perf_counter() - t0) * 1e3)
 
     def close(self) -> None:

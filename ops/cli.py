@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from ops import procs
+from ops import processes
 from ops.config import ConfigError, load
 
 
@@ -37,7 +37,8 @@ def cli(ctx, config_path, home):
     ctx.meta["config_path"] = config_path
 
 
-PROC = click.Choice(procs.ORDER)
+# the folder names (tickerplant, feedhandlers) are accepted as the processes' names
+PROC = click.Choice(processes.ORDER + list(processes.ALIASES))
 
 
 @cli.command()
@@ -46,8 +47,8 @@ PROC = click.Choice(procs.ORDER)
 def start(ctx, names):
     """Start processes (default: tp rdb hdb feed)."""
     try:
-        done = procs.start(ctx.obj, list(names) or None, ctx.meta["config_path"])
-    except procs.ProcError as e:
+        done = processes.start(ctx.obj, list(names) or None, ctx.meta["config_path"])
+    except processes.ProcError as e:
         _fail(str(e))
     click.echo(f"started: {' '.join(done) or 'nothing (already running)'}  home: {ctx.obj.root}")
 
@@ -57,18 +58,19 @@ def start(ctx, names):
 @click.pass_obj
 def stop(cfg, names):
     """Stop processes (default: all), cleanly, in reverse order."""
-    done = procs.stop(cfg, list(names) or None)
+    done = processes.stop(cfg, list(names) or None)
     click.echo(f"stopped: {' '.join(done) or 'nothing was running'}")
 
 
 @cli.command()
+@click.argument("names", nargs=-1, type=PROC)
 @click.option("--json", "as_json", is_flag=True, help="name, pid, state and the TP's log file as JSON")
 @click.pass_obj
-def status(cfg, as_json):
-    """Which processes run, with their pids and the TP's current log."""
-    rows = procs.status(cfg)
+def status(cfg, names, as_json):
+    """Which processes run (default: all), with their pids and the TP's current log."""
+    rows = processes.status(cfg, list(names) or None)
     if as_json:
-        click.echo(procs.to_json(rows))
+        click.echo(processes.to_json(rows))
         return
     for r in rows:
         extra = f"  log={r['log']} seq={r['seq']}" if "log" in r else ""
@@ -85,9 +87,9 @@ def run(ctx, seconds, syms, rate):
     cfg = ctx.obj
     feed = ["sim"] + (["--syms", str(syms)] if syms else []) + (["--rate", str(rate)] if rate else [])
     try:
-        procs.start(cfg, None, ctx.meta["config_path"], {"feed": feed})
-    except procs.ProcError as e:
-        procs.stop(cfg)
+        processes.start(cfg, None, ctx.meta["config_path"], {"feed": feed})
+    except processes.ProcError as e:
+        processes.stop(cfg)
         _fail(str(e))
     click.echo(f"tickstack running, home {cfg.root}; try in another shell:\n"
                f"  tickstack query \"select sym, count(*), avg(price) from trade group by sym\"\n"
@@ -100,7 +102,7 @@ def run(ctx, seconds, syms, rate):
     except KeyboardInterrupt:
         pass
     finally:
-        procs.stop(cfg)
+        processes.stop(cfg)
         click.echo("stopped")
 
 
@@ -113,7 +115,7 @@ def _summary(cfg) -> str:
         parts.append(f"rdb trades={t['trades']} quotes={t['quotes']}")
     except Exception as e:  # noqa: BLE001 - a status line, not a failure
         parts.append(f"rdb: {e}")
-    for r in procs.status(cfg):
+    for r in processes.status(cfg):
         if r["state"] != "running":
             parts.append(f"{r['name']} {r['state']}!")
     return "  ".join(parts)
@@ -153,12 +155,15 @@ def publish(cfg, table, file):
 @click.pass_obj
 def query(cfg, sql, source, fmt, out, timeout):
     """Run read-only SQL over today (rdb), history (hdb), both (all) or QuestDB."""
-    from ops.output import QueryFailed, run_query, write
+    from ops.query import QueryFailed, run_query, truncation_note, write
     try:
-        table = run_query(cfg, sql, source, timeout)
+        res = run_query(cfg, sql, source, timeout)
+        write(res.table, fmt, out)
     except QueryFailed as e:
         _fail(str(e))
-    write(table, fmt, out)
+    note = truncation_note(source, res)
+    if note:
+        click.echo(note, err=True)
 
 
 @cli.command()
@@ -168,9 +173,10 @@ def query(cfg, sql, source, fmt, out, timeout):
 @click.pass_obj
 def subscribe(cfg, table, syms, count):
     """Print TABLE's rows as they arrive (the whole day first, then live)."""
+    from ops.query import csv_lines
     from tickerplant.subscriber import EndOfDay, Subscriber
     try:
-        sub = Subscriber(cfg, [table], syms=syms or None)
+        sub = Subscriber(cfg.tickerplant, [table], syms=syms or None, registry=cfg.registry())
     except KeyError as e:
         _fail(str(e.args[0]))
     seen = 0
@@ -179,13 +185,15 @@ def subscribe(cfg, table, syms, count):
         if isinstance(ev, EndOfDay):
             click.echo(f"# end of day {ev.date}")
             continue
-        rows = ev.batch.to_pylist()
+        batch = ev.batch
+        if count:
+            batch = batch.slice(0, count - seen)
         if not header:
-            click.echo(",".join(rows[0].keys()) if rows else "")
+            click.echo(",".join(batch.schema.names))
             header = True
-        for r in rows[: (count - seen) if count else None]:
-            click.echo(",".join(str(v) for v in r.values()))
-        seen += len(rows)
+        if batch.num_rows:
+            click.echo("\n".join(csv_lines(batch)))
+        seen += batch.num_rows
         if count and seen >= count:
             break
 
@@ -204,9 +212,9 @@ def eod(cfg, day, from_log):
         return
     if day:
         _fail("--date goes with --from-log; to end today's day now, run `tickstack eod` alone")
-    from tickerplant.ctl import Unreachable, request
+    from tickerplant.protocol import Unreachable, control
     try:
-        r = request(cfg.tickerplant.ctl, "eod")
+        r = control(cfg.tickerplant.ctl, "eod")
     except Unreachable as e:
         _fail(str(e))
     click.echo(f"ended {r['ended']}; the tickerplant is now on {r['date']}")
@@ -263,7 +271,7 @@ def log_replay(cfg, file, tables, first, sql):
     reg = cfg.registry()
     if sql:
         from hdb.sql import Engine, QueryError
-        from ops.output import write
+        from ops.query import truncation_note, write
         from rdb.store import Store
         store = Store(reg)
         try:
@@ -271,27 +279,33 @@ def log_replay(cfg, file, tables, first, sql):
             click.echo(f"loaded {rows} rows", err=True)
         except ValueError as e:
             click.echo(f"warning: {e}", err=True)
-        eng = Engine(today=store.snapshot, registry=reg)
+        eng = Engine(today=store.snapshot, registry=reg, max_rows=cfg.rdb.max_rows)
         try:
-            write(eng.query(sql).table, "table", None)
+            res = eng.query(sql, allow_truncated=True)
+            write(res.table, "table", None)
         except QueryError as e:
             _fail(str(e))
         finally:  # a DuckDB connection left to interpreter shutdown can abort the process
             eng.close()
+        note = truncation_note("replay", res)
+        if note:
+            click.echo(note, err=True)
         return
+    from ops.query import csv_lines
     current = None
     try:
         for seq, table, batch in replay(file, reg, tables or None, first):
             if table != current:
                 click.echo(f"# {table}\nseq," + ",".join(batch.schema.names))
                 current = table
-            for r in batch.to_pylist():
-                click.echo(f"{seq}," + ",".join(str(v) for v in r.values()))
+            if batch.num_rows:
+                click.echo("\n".join(f"{seq},{line}" for line in csv_lines(batch)))
     except ValueError as e:
         _fail(str(e))
 
 
 BENCHES = ["ingest", "latency", "replay", "eod", "query", "itch", "feed"]
+BENCH_MODULES = {"replay": "log_replay"}
 
 
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
@@ -299,7 +313,7 @@ BENCHES = ["ingest", "latency", "replay", "eod", "query", "itch", "feed"]
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def bench(name, args):
     """Benchmarks, each beside its same-run baseline (ARGS go to the benchmark; try -h)."""
-    importlib.import_module(f"ops.bench.{name}").main(list(args))
+    importlib.import_module(f"ops.bench.{BENCH_MODULES.get(name, name)}").main(list(args))
 
 
 def _attach(module: str, attr: str) -> None:

@@ -1,6 +1,7 @@
 """python -m rdb [--config FILE] [--home DIR]: the real-time database process."""
-from ops.process import serve
+from rdb.config import RdbConfig
 from rdb.rdb import Rdb
+from schemas.process import serve
 
 if __name__ == "__main__":
-    serve("rdb", Rdb)
+    serve("rdb", RdbConfig, Rdb.from_config)

@@ -1,7 +1,9 @@
 """RDB settings; the defaults here are the only ones."""
 from pydantic import Field
 
-from schemas.settings import Settings
+from hdb.config import HdbSettings
+from schemas.settings import Settings, StackSettings
+from tickerplant.config import EodSettings, TickerplantSettings
 
 
 class RdbSettings(Settings):
@@ -10,3 +12,12 @@ class RdbSettings(Settings):
     chunk_rows: int = Field(1 << 18, ge=1024)
     query_timeout_s: float = Field(60.0, gt=0)
     max_rows: int = Field(1_000_000, ge=1)
+
+
+class RdbConfig(StackSettings):
+    """What `python -m rdb` reads: its own section, the TP's endpoints, the day rule, and the
+    history's sinks (the RDB writes the day at its end)."""
+    tickerplant: TickerplantSettings = TickerplantSettings()
+    eod: EodSettings = EodSettings()
+    rdb: RdbSettings = RdbSettings()
+    hdb: HdbSettings = HdbSettings()

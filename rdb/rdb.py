@@ -11,29 +11,41 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
+from pathlib import Path
 
+from hdb.config import QuestDBSettings
+from rdb.config import RdbConfig, RdbSettings
 from rdb.store import Store
+from schemas.registry import Registry
 from tickerplant.clock import Clock
+from tickerplant.config import EodSettings, TickerplantSettings
 from tickerplant.subscriber import Subscriber, Update
 
 log = logging.getLogger("rdb")
 
 
 class Rdb:
-    def __init__(self, cfg, registry=None, serve: bool = True):
-        self.cfg = cfg
-        self.registry = registry or cfg.registry()
-        self.store = Store(self.registry, cfg.rdb.tables or None, cfg.rdb.chunk_rows)
-        self.sub = Subscriber(cfg, cfg.rdb.tables or None, registry=self.registry)
+    def __init__(self, settings: RdbSettings, tp: TickerplantSettings, eod: EodSettings,
+                 hdb_dir: Path, registry: Registry, questdb: QuestDBSettings | None = None,
+                 serve: bool = True):
+        self.registry = registry
+        self.hdb_dir = Path(hdb_dir)
+        self.questdb = questdb
+        self.store = Store(registry, settings.tables or None, settings.chunk_rows)
+        self.sub = Subscriber(tp, settings.tables or None, registry=registry)
         self.server = None
         if serve:
             from hdb.server import QueryServer
             from hdb.sql import Engine
-            clock = Clock(cfg.eod.time, cfg.eod.tz)
-            self.server = QueryServer(cfg.rdb.query, Engine(
+            clock = Clock(eod.time, eod.tz)
+            self.server = QueryServer(settings.query, Engine(
                 today=self.store.snapshot, day=lambda: self.sub.day or clock.day(),
-                timeout_s=cfg.rdb.query_timeout_s, max_rows=cfg.rdb.max_rows, registry=self.registry))
+                timeout_s=settings.query_timeout_s, max_rows=settings.max_rows, registry=registry))
         self.days_saved: list[dt.date] = []
+
+    @classmethod
+    def from_config(cls, cfg: RdbConfig, serve: bool = True) -> "Rdb":
+        return cls(cfg.rdb, cfg.tickerplant, cfg.eod, cfg.hdb_dir, cfg.registry(), cfg.hdb.questdb, serve)
 
     def upd(self, ev: Update) -> None:
         cols, n = ev.columns()
@@ -45,7 +57,7 @@ class Rdb:
     def end(self, day: dt.date) -> None:
         from hdb.eod import save_day
         t0 = time.perf_counter()
-        rows = save_day(self.cfg.hdb_dir, day, self.store.snapshot(), self.registry)
+        rows = save_day(self.hdb_dir, day, self.store.snapshot(), self.registry)
         self._questdb(day)
         self.store.clear()
         self.days_saved.append(day)
@@ -53,11 +65,11 @@ class Rdb:
 
     def _questdb(self, day: dt.date) -> None:
         """The optional second sink: a failure is reported, never costs the Parquet day."""
-        if not self.cfg.hdb.questdb.enabled:
+        if self.questdb is None or not self.questdb.enabled:
             return
         try:
             from hdb.questdb import sink_day
-            sink_day(self.cfg.hdb.questdb, day, self.store.snapshot(), self.registry)
+            sink_day(self.questdb, day, self.store.snapshot(), self.registry)
         except Exception as e:  # noqa: BLE001 - the sink must never stop EOD
             log.error("QuestDB sink failed for %s (Parquet day is saved): %s", day, e)
 

@@ -64,8 +64,9 @@ class Schema:
 
     @property
     def arrow(self) -> pa.Schema:
-        """History/RDB shape: symbols as plain strings are what readers expect, so the
-        dictionary type is kept only on the wire and in memory."""
+        """The table as Arrow: `time` as timestamp[ns] and symbols dictionary-encoded
+        (dictionary<int32, string>), as the RDB holds them and EOD writes them to Parquet
+        (readers see dictionary-encoded strings)."""
         return pa.schema([pa.field(c.name, c.arrow) for c in self.columns])
 
     def column(self, name: str) -> Column:
@@ -122,6 +123,14 @@ class Registry:
     @property
     def tables(self) -> list[str]:
         return list(self._schemas)
+
+    def spec(self, tables=None) -> dict[str, dict[str, str]]:
+        """{table: {column: type}}: what the TP tells a subscriber in the handshake."""
+        return {n: {c.name: c.type for c in self._schemas[n].columns} for n in (tables or self._schemas)}
+
+    @classmethod
+    def from_spec(cls, spec: dict, origin: str = "the tickerplant") -> "Registry":
+        return cls({name: _parse(name, cols, origin) for name, cols in spec.items()})
 
 
 def load_registry(*files: str | Path) -> Registry:

@@ -13,6 +13,18 @@ from helpers import Procs, write_config
 from ops.config import load
 
 
+# Tests that start real processes carry the `process` mark, so `pytest -m "not process"` runs
+# the unit tests alone in seconds. These fixtures start processes; modules that start them
+# otherwise mark themselves.
+PROCESS_FIXTURES = {"stack", "make_stack", "shared_tp"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if PROCESS_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.process)
+
+
 @pytest.fixture
 def stack(tmp_path):
     """(cfg, procs): a config on free ports in a temp home, and a process starter."""

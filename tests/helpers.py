@@ -147,7 +147,7 @@ class Flood:
 
 def tp_status(cfg):
     """The TP's status, or None while it does not answer."""
-    from tickerplant.ctl import request
+    from tickerplant.protocol import control as request
     try:
         return request(cfg.tickerplant.ctl, "status", timeout=0.5)
     except Exception:  # noqa: BLE001 - not up (yet)

@@ -1,6 +1,7 @@
 """python -m tickerplant [--config FILE] [--home DIR]: the tickerplant process."""
-from ops.process import serve
+from schemas.process import serve
+from tickerplant.config import TickerplantConfig
 from tickerplant.tp import Tickerplant
 
 if __name__ == "__main__":
-    serve("tickerplant", Tickerplant)
+    serve("tickerplant", TickerplantConfig, Tickerplant.from_config)

@@ -3,7 +3,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from schemas.settings import Settings
+from schemas.settings import Settings, StackSettings
 
 
 class EodSettings(Settings):
@@ -12,6 +12,7 @@ class EodSettings(Settings):
 
 
 class TickerplantSettings(Settings):
+    """The TP's sockets and policies; clients (feeds, subscribers) read its endpoints."""
     ingest: str = "tcp://127.0.0.1:5010"   # ROUTER: feeds send batches, get acks/errors back
     pub: str = "tcp://127.0.0.1:5011"      # PUB: fan-out to subscribers
     ctl: str = "tcp://127.0.0.1:5012"      # REP: sub handshake, status, eod, stop
@@ -20,5 +21,11 @@ class TickerplantSettings(Settings):
     pub_hwm: int = Field(100_000, ge=100)  # per-subscriber queue; beyond it, drop + log catch-up
     heartbeat_ms: int = Field(500, ge=10)
     max_message_bytes: int = Field(256 << 20, ge=1024)
-    drain: int = Field(4096, ge=1)         # messages taken per loop before logging/publishing
+    loop_msgs: int = Field(4096, ge=1)     # ingest messages taken per loop before logging/publishing
     fsync: Literal["never", "eod", "always"] = "eod"
+
+
+class TickerplantConfig(StackSettings):
+    """What `python -m tickerplant` reads."""
+    tickerplant: TickerplantSettings = TickerplantSettings()
+    eod: EodSettings = EodSettings()

@@ -13,12 +13,19 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import os
 import struct
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
+
+from schemas.codec import Header, peek
+from tickerplant.protocol import date_of, log_day, log_path, ymd
+
+__all__ = ["LogReader", "LogWriter", "LogError", "check", "repair", "scan", "log_path", "log_day",
+           "control", "parse_control", "is_control", "FILE_HEADER", "FRAME"]
 
 FILE_MAGIC = b"TSLOG\x00\x01\x00"
 FILE_HEADER = struct.Struct("<8sII")
@@ -27,18 +34,11 @@ _LENSEQ = struct.Struct("<IQ")
 CONTROL = b"TSC1"
 MAX_RECORD = 1 << 31
 _IOV = 1000  # stay under IOV_MAX (1024) per writev
+log = logging.getLogger(__name__)
 
 
 class LogError(ValueError):
     """A log file is unusable as is; the message says what to run next."""
-
-
-def log_path(directory: Path, day: dt.date) -> Path:
-    return Path(directory) / f"tp_{day:%Y%m%d}.log"
-
-
-def day_of(path: Path) -> dt.date:
-    return dt.datetime.strptime(Path(path).stem[3:11], "%Y%m%d").date()
 
 
 def control(**fields) -> bytes:
@@ -89,13 +89,13 @@ def _read_header(f, path: Path) -> dt.date:
     raw = f.read(FILE_HEADER.size)
     if len(raw) < FILE_HEADER.size:
         raise LogError(f"{path}: {len(raw)} bytes, too short for a log header; not a tickstack log")
-    magic, ymd, _ = FILE_HEADER.unpack(raw)
+    magic, day, _ = FILE_HEADER.unpack(raw)
     if magic != FILE_MAGIC:
         raise LogError(f"{path}: bad magic {magic!r}; not a tickstack log")
     try:
-        return dt.date(ymd // 10000, ymd // 100 % 100, ymd % 100)
+        return date_of(day)
     except ValueError:
-        raise LogError(f"{path}: header date {ymd} is invalid") from None
+        raise LogError(f"{path}: header date {day} is invalid") from None
 
 
 class LogReader:
@@ -166,6 +166,37 @@ def check(path: str | Path, visit=None) -> CheckResult:
         ended = is_control(rec.payload) and "eod" in parse_control(rec.payload)
     err = r.error if end < size else None
     return CheckResult(path, r.date, n, last, end, size, err, ended)
+
+
+def scan(path: str | Path, tables=None, first: int | None = None, verify: bool = True,
+         progress: bool = False, strict: bool = True) -> Iterator[tuple[int, Header, memoryview]]:
+    """(seq, header, payload) of each batch record, in log order: only `tables` (None: all),
+    only the first `first` records, checksums re-checked with `verify`, a progress bar over
+    the file's bytes with `progress`. Work is per record, never per row. A damaged record
+    ends the scan: with `strict`, LogError saying what to run (everything before it was
+    yielded); otherwise a warning."""
+    from tqdm import tqdm
+
+    reader = LogReader(path)
+    wanted = set(tables) if tables else None
+    with tqdm(total=Path(path).stat().st_size, unit="B", unit_scale=True, leave=False,
+              desc=f"reading {Path(path).name}", disable=None if progress else True) as bar:
+        for rec in reader.records(verify=verify):
+            if first is not None and rec.seq > first:
+                break
+            if rec.seq % 256 == 0:
+                bar.update(reader.end_offset(rec) - bar.n)
+            if is_control(rec.payload):
+                continue
+            head = peek(rec.payload)
+            if wanted is None or head.table in wanted:
+                yield rec.seq, head, rec.payload
+    if reader.error:
+        why = (f"{path}: stopped at {reader.error}; everything before it was read. "
+               f"Run `tickstack log check {path}` / `tickstack log repair {path}`")
+        if strict:
+            raise LogError(why)
+        log.warning(why)
 
 
 def _salvage(data: bytes, start: int) -> Iterator[tuple[int, bytes]]:
@@ -245,7 +276,7 @@ class LogWriter:
             self._resume(visit)
         else:
             with open(self.path, "wb") as f:
-                f.write(FILE_HEADER.pack(FILE_MAGIC, int(f"{day:%Y%m%d}"), 0))
+                f.write(FILE_HEADER.pack(FILE_MAGIC, ymd(day), 0))
         self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
 
     def _resume(self, visit) -> None:

@@ -1,10 +1,14 @@
 """Subscribe to the tickerplant: the whole day, exactly once per message, per table in order.
 
-    for ev in Subscriber(cfg, tables=["trade"], syms=["AAPL"]):
+    for ev in Subscriber(tables=["trade"], syms=["AAPL"]):
         if isinstance(ev, Update): ...ev.table, ev.batch (pyarrow.RecordBatch), ev.seq
         else: ...ev.date                      # EndOfDay, after the day's last message
 
-    Subscriber(cfg, ["quote"]).run(upd=lambda table, batch: ..., end=lambda date: ...)
+    Subscriber(tp_settings, ["quote"]).run(upd=lambda table, batch: ..., end=lambda date: ...)
+
+`tp` is the TP's `TickerplantSettings` (default: the [tickerplant] section of $TICKSTACK_CONFIG,
+else the embedded defaults). Table definitions come from the TP in the handshake (as kdb's
+.u.sub returns the schema) unless a registry is given.
 
 Socket semantics. A SUB socket connects to the TP's PUB; ZeroMQ reconnects it by itself after a
 TP restart. Three ways to miss data, each handled:
@@ -23,7 +27,6 @@ Sym filtering happens here, on whole batches (one numpy mask per batch).
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import os
 import time
@@ -34,9 +37,11 @@ import pyarrow as pa
 import zmq
 
 from schemas.codec import columns, decode, peek
-from tickerplant.ctl import Unreachable, request
-from tickerplant.log import FILE_HEADER, LogReader, is_control, log_path, parse_control
-from tickerplant.tp import META, topic
+from schemas.registry import Registry
+from schemas.settings import section
+from tickerplant import protocol as p
+from tickerplant.config import TickerplantSettings
+from tickerplant.log import FILE_HEADER, LogReader, is_control, parse_control
 
 log = logging.getLogger("subscriber")
 
@@ -76,33 +81,31 @@ class EndOfDay:
     date: dt.date
 
 
-def _date(ymd: int) -> dt.date:
-    return dt.date(ymd // 10000, ymd // 100 % 100, ymd % 100)
-
-
 class Subscriber:
-    def __init__(self, cfg, tables=None, syms=None, registry=None, connect_timeout: float = 30.0,
+    def __init__(self, tp: TickerplantSettings | None = None, tables=None, syms=None,
+                 registry: Registry | None = None, connect_timeout: float = 30.0,
                  ctx: zmq.Context | None = None):
-        self.cfg = cfg
-        self.registry = registry or cfg.registry()
+        self.tp = tp or section(TickerplantSettings, "tickerplant")
+        self.registry = registry
         self.tables = set(tables) if tables else None
-        for t in self.tables or ():
-            self.registry[t]  # unknown table: fail now, with the known ones listed
+        if registry is not None:
+            for t in self.tables or ():
+                registry[t]  # unknown table: fail now, with the known ones listed
         self.syms = set(syms) if syms else None
         self.connect_timeout = connect_timeout
         self.ctx = ctx or zmq.Context.instance()
         self.sub = self.ctx.socket(zmq.SUB)
         self.sub.setsockopt(zmq.LINGER, 0)
-        self.sub.setsockopt(zmq.RCVHWM, cfg.tickerplant.pub_hwm)
+        self.sub.setsockopt(zmq.RCVHWM, self.tp.pub_hwm)
         for t in self.tables or [""]:
-            self.sub.setsockopt(zmq.SUBSCRIBE, topic(t) if t else b"")
-        self.sub.setsockopt(zmq.SUBSCRIBE, b"!")
-        self.sub.connect(cfg.tickerplant.pub)
+            self.sub.setsockopt(zmq.SUBSCRIBE, p.topic(t) if t else b"")
+        self.sub.setsockopt(zmq.SUBSCRIBE, p.CONTROL_PREFIX)
+        self.sub.connect(self.tp.pub)
         self.closed = False
         # state: the day being read, its log, how far the log has been read, each table's seq
         self.day: dt.date | None = None       # None between a day's end and the next's first news
         self.ended: dt.date | None = None
-        self.logdir = cfg.tplog_dir
+        self.logdir = None                    # the TP's log directory, from the handshake
         self.reader: LogReader | None = None
         self.cursor = (FILE_HEADER.size, 0)
         self.last: dict[str, int] = {}
@@ -124,8 +127,9 @@ class Subscriber:
         while not self.closed:
             token = os.urandom(8).hex()
             try:
-                rep = request(self.cfg.tickerplant.ctl, "sub", timeout=2.0, token=token)
-            except Unreachable:
+                rep = p.control(self.tp.ctl, "sub", timeout=2.0, token=token,
+                                tables=sorted(self.tables) if self.tables else None)
+            except p.Unreachable:
                 if time.monotonic() > deadline:
                     raise
                 continue
@@ -133,7 +137,9 @@ class Subscriber:
             while (left := until - time.monotonic()) > 0:
                 if self.sub.poll(int(left * 1000) + 1):
                     frames = self.sub.recv_multipart()
-                    if frames[0] == b"!hello" and frames[1] == token.encode():
+                    if frames[0] == p.HELLO_TOPIC and frames[1] == token.encode():
+                        if self.registry is None:
+                            self.registry = Registry.from_spec(rep["schemas"])
                         return rep
         raise SubscriberError("closed before the handshake completed")
 
@@ -149,7 +155,7 @@ class Subscriber:
         """Deliver log records from the cursor with seq < until (None: to the end of the file),
         skipping what was already delivered. Ends the day at its end-of-day record."""
         if self.reader is None:
-            path = log_path(self.logdir, self.day)
+            path = p.log_path(self.logdir, self.day)
             if not os.path.exists(path):
                 return
             self.reader = LogReader(path)
@@ -216,7 +222,7 @@ class Subscriber:
         self._begin(dt.date.fromisoformat(rep["date"]), rep["log"])
         yield from self._read_log(rep["seq"] + 1)
         silent_ms = 0
-        limit = 10 * self.cfg.tickerplant.heartbeat_ms
+        limit = 10 * self.tp.heartbeat_ms
         while not self.closed:
             if not self.sub.poll(100):
                 silent_ms += 100
@@ -226,32 +232,31 @@ class Subscriber:
             silent_ms = 0
             frames = self.sub.recv_multipart(copy=False)
             head = frames[0].bytes
-            if head == b"!hb":
-                yield from self._heartbeat(json.loads(frames[1].bytes))
-            elif head == b"!eod":
-                day = dt.date.fromisoformat(json.loads(frames[1].bytes)["date"])
+            if head == p.HB_TOPIC:
+                yield from self._heartbeat(*p.parse_news(frames[1].bytes))
+            elif head == p.EOD_TOPIC:
+                day = p.parse_news(frames[1].bytes)[0]
                 if self.day is not None and day >= self.day:
                     yield from self._read_log(None)  # its end-of-day record ends the day
                     if self.day is not None:
                         yield from self._end()
-            elif head[:1] != b"!":
+            elif head[:1] != p.CONTROL_PREFIX:
                 cut = head.index(b"\0")
                 yield from self._live(head[:cut].decode(), memoryview(head)[cut + 1:], frames[1:])
         self.sub.close(0)
 
-    def _heartbeat(self, info: dict):
-        day = dt.date.fromisoformat(info["date"])
+    def _heartbeat(self, day: dt.date, seq: int, last: dict[str, int]):
         if self.day is None or day > self.day:
             yield from self._roll_to(day)
-        if day == self.day and any(s > self.last.get(t, 0) for t, s in info["last"].items()
+        if day == self.day and any(s > self.last.get(t, 0) for t, s in last.items()
                                    if self.tables is None or t in self.tables):
             self.counters["gaps"] += 1
-            yield from self._read_log(info["seq"] + 1)
+            yield from self._read_log(seq + 1)
 
     def _live(self, table: str, metas: bytes, payloads):
         for i, frame in enumerate(payloads):
-            ymd, seq, prev = META.unpack_from(metas, i * META.size)
-            day = _date(ymd)
+            ymd, seq, prev = p.META.unpack_from(metas, i * p.META.size)
+            day = p.date_of(ymd)
             if self.day is None or day > self.day:
                 yield from self._roll_to(day)
             if self.day != day:

@@ -1,20 +1,10 @@
-"""The tickerplant: validate, log, publish (kdb-tick's tick.q as one class).
+"""The tickerplant: validate, log, publish (kdb-tick's tick.q as one class). The wire protocol
+(sockets, frames, topics, control commands) is tickerplant/protocol.py; this is the server.
 
-Sockets, endpoints from config (loopback by default):
-  ingest ROUTER  feeds' DEALERs send one batch (schemas/codec.py) per frame. The TP answers the
-                 sender: [b"ack", <IQ feed, last fseq logged>] once per loop per feed, or
-                 [b"err", <IQ feed, fseq>, text] for a rejected message, which is never logged or
-                 published. [b"hello", <I feed>] asks for the feed's last logged fseq (a resent
-                 message at or below it is dropped: resending after a reconnect is safe).
-  pub    PUB     [table + b"\\0" + meta, payload, ...], meta = one <IQQ (date yyyymmdd, seq,
-                 prev seq of the same table) per payload; the topic prefix is what SUB filters on. Control topics start with "!":
-                 !hello (sub handshake), !hb (heartbeat with each table's last seq), !eod.
-                 PUB silently drops for a subscriber whose queue (pub_hwm) is full, and a new
-                 SUB's subscription reaches the PUB some time after it connects (the slow
-                 joiner). Both are handled by the subscriber, not hoped away: every payload
-                 carries its seq and its table's previous seq, so a gap is always visible and is
-                 filled from the log. The TP never waits for anyone.
-  ctl    REP     JSON requests: sub, status, eod, stop.
+Sockets, endpoints from `TickerplantSettings` (loopback by default): `ingest` ROUTER (feeds),
+`pub` PUB (subscribers), `ctl` REP (sub handshake, status, eod, stop). The TP never waits for
+anyone: PUB drops for a subscriber whose queue is full, and every payload carries its seq and
+its table's previous seq, so the subscriber sees the gap and fills it from the log.
 
 State, all of it:
   day, log        the trading day and its LogWriter (log.seq = last seq written today)
@@ -29,44 +19,30 @@ import datetime as dt
 import json
 import logging
 import os
-import struct
 import time
 from collections import Counter, defaultdict
+from pathlib import Path
 
 import zmq
 
 from schemas.codec import HEADER, MAGIC, CodecError, peek, validate
+from schemas.registry import Registry
+from tickerplant import protocol as p
 from tickerplant.clock import Clock
-from tickerplant.log import LogWriter, day_of, is_control, log_path
+from tickerplant.config import EodSettings, TickerplantConfig, TickerplantSettings
+from tickerplant.log import LogWriter, is_control
+from tickerplant.protocol import NOBLOCK, SNDMORE, topic
 
 log = logging.getLogger("tickerplant")
-META = struct.Struct("<IQQ")
-NOBLOCK, SNDMORE = int(zmq.NOBLOCK), int(zmq.SNDMORE)  # plain ints: pyzmq's enum flags cost per call
-ACK = struct.Struct("<IQ")
-FEED = struct.Struct("<I")
-
-
-_TOPICS: dict[str, bytes] = {}
-
-
-def topic(table: str) -> bytes:
-    t = _TOPICS.get(table)
-    if t is None:
-        t = _TOPICS[table] = table.encode() + b"\0"
-    return t
-
-
-def ymd(day: dt.date) -> int:
-    return day.year * 10000 + day.month * 100 + day.day
 
 
 class Tickerplant:
-    def __init__(self, cfg, registry=None, ctx: zmq.Context | None = None):
-        self.cfg = cfg
-        self.tp = cfg.tickerplant
-        self.registry = registry or cfg.registry()
-        self.clock = Clock(cfg.eod.time, cfg.eod.tz)
-        self.dir = cfg.tplog_dir
+    def __init__(self, settings: TickerplantSettings, eod: EodSettings, log_dir: Path,
+                 registry: Registry, ctx: zmq.Context | None = None):
+        self.tp = settings
+        self.registry = registry
+        self.clock = Clock(eod.time, eod.tz)
+        self.dir = Path(log_dir)
         self.ctx = ctx or zmq.Context.instance()
         self.counters: Counter = Counter()
         self.last: dict[str, int] = {}
@@ -77,6 +53,10 @@ class Tickerplant:
         self._open_day()
         self._bind()
 
+    @classmethod
+    def from_config(cls, cfg: TickerplantConfig) -> "Tickerplant":
+        return cls(cfg.tickerplant, cfg.eod, cfg.tplog_dir, cfg.registry())
+
     # -- day and log --------------------------------------------------------------------------
     def _open_day(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -84,7 +64,7 @@ class Tickerplant:
         logs = sorted(self.dir.glob("tp_????????.log"))
         day = today
         if logs:
-            latest = day_of(logs[-1])
+            latest = p.log_day(logs[-1])
             w = LogWriter(logs[-1], latest, visit=self._recover)
             if w.torn:
                 log.warning("%s: cut a torn last record (%d bytes), kept beside it", w.path, w.torn)
@@ -99,7 +79,7 @@ class Tickerplant:
                 w.close()
             day = max(today, latest + dt.timedelta(days=1))
             self.last = {}
-        self._start(LogWriter(log_path(self.dir, day), day), day)
+        self._start(LogWriter(p.log_path(self.dir, day), day), day)
 
     def _recover(self, rec) -> None:
         """Rebuild last[table] and fseq[feed] from a log being continued, record by record."""
@@ -113,7 +93,7 @@ class Tickerplant:
     def _start(self, w: LogWriter, day: dt.date) -> None:
         w.fsync = self.tp.fsync == "always"
         self.log, self.day = w, day
-        self.ymd = ymd(day)
+        self.ymd = p.ymd(day)
         self.roll_at = self.clock.end(day)
 
     def end_of_day(self) -> dt.date:
@@ -123,11 +103,10 @@ class Tickerplant:
         self._publish_pending()
         ended, seq, last = self.day, self.log.seq, dict(self.last)
         self.log.end()
-        self.pub.send_multipart([b"!eod", json.dumps(
-            {"date": ended.isoformat(), "seq": seq, "last": last}).encode()])
+        self.pub.send_multipart(p.news(p.EOD_TOPIC, ended, seq, last))
         day = max(ended + dt.timedelta(days=1), self.clock.day())
         self.last = {}
-        self._start(LogWriter(log_path(self.dir, day), day), day)
+        self._start(LogWriter(p.log_path(self.dir, day), day), day)
         self.counters["eod"] += 1
         log.info("end of day %s at seq %d; now %s", ended, seq, day)
         return ended
@@ -171,7 +150,7 @@ class Tickerplant:
                 due = min(next_hb, self.roll_at, next_pub if batched else next_hb)
                 events = dict(poller.poll(max(0, (due - now) // 1_000_000))) if due > now else {}
                 if self.ingest in events:
-                    self.drain()
+                    self.take()
                 if self.ctl in events:
                     self.control()
                 now = time.time_ns()
@@ -186,13 +165,13 @@ class Tickerplant:
         finally:
             self.close()
 
-    def drain(self) -> int:
-        """Take what the ingest socket holds (up to `drain` messages), log it in one write,
+    def take(self) -> int:
+        """Take what the ingest socket holds (up to `loop_msgs` messages), log it in one write,
         publish it, ack the feeds. O(1) Python per message whatever its row count."""
         accepted, acks = [], {}
         recv, reg, limit = self.ingest.recv, self.registry, self.tp.max_message_bytes
         c = self.counters
-        for _ in range(self.tp.drain):
+        for _ in range(self.tp.loop_msgs):
             try:
                 ident = recv(NOBLOCK)
             except zmq.Again:
@@ -225,7 +204,7 @@ class Tickerplant:
         if accepted:
             self._log_and_publish(accepted)
         for feed, ident in acks.items():
-            self.ingest.send_multipart([ident, b"ack", ACK.pack(feed, self.fseq.get(feed, 0))])
+            self.ingest.send_multipart([ident, p.ACK, p.ack(feed, self.fseq.get(feed, 0))])
         return len(accepted)
 
     def _log_and_publish(self, accepted: list) -> None:
@@ -235,7 +214,7 @@ class Tickerplant:
         send = self.pub.send
         rows = 0
         for table, nrows, msg in accepted:
-            meta = META.pack(self.ymd, seq, last.get(table, 0))
+            meta = p.META.pack(self.ymd, seq, last.get(table, 0))
             last[table] = seq
             seq += 1
             rows += nrows
@@ -261,19 +240,18 @@ class Tickerplant:
         self.counters["rejected"] += 1
         self.last_error = why
         log.warning("rejected a message from feed %d (fseq %d): %s", feed, fseq, why)
-        self.ingest.send_multipart([ident, b"err", ACK.pack(feed, fseq), why.encode()])
+        self.ingest.send_multipart([ident, p.ERR, p.ack(feed, fseq), why.encode()])
 
     def _other(self, ident: bytes, frames) -> None:
-        if len(frames) == 2 and frames[0].bytes == b"hello" and len(frames[1].bytes) == FEED.size:
-            feed = FEED.unpack(frames[1].bytes)[0]
-            self.ingest.send_multipart([ident, b"ack", ACK.pack(feed, self.fseq.get(feed, 0))])
+        feed = p.parse_feed_id(frames[1].bytes) if len(frames) == 2 and frames[0].bytes == p.HELLO else None
+        if feed is not None:
+            self.ingest.send_multipart([ident, p.ACK, p.ack(feed, self.fseq.get(feed, 0))])
             return
         self.counters["received"] += 1
         self._reject(ident, b"", f"expected one frame per batch, got {len(frames)} frames")
 
     def heartbeat(self) -> None:
-        self.pub.send_multipart([b"!hb", json.dumps(
-            {"date": self.day.isoformat(), "seq": self.log.seq, "last": self.last}).encode()])
+        self.pub.send_multipart(p.news(p.HB_TOPIC, self.day, self.log.seq, self.last))
 
     # -- control ------------------------------------------------------------------------------
     def control(self) -> None:
@@ -283,8 +261,13 @@ class Tickerplant:
             req = json.loads(raw)
             cmd = req["cmd"]
             if cmd == "sub":
+                tables = req.get("tables") or None
+                unknown = [t for t in tables or () if t not in self.registry]
+                if unknown:
+                    raise ValueError(f"unknown tables {unknown}; known tables: {self.registry.tables}")
                 self._publish_pending()
-                reply = {"date": self.day.isoformat(), "log": str(self.log.path), "seq": self.log.seq}
+                reply = {"date": self.day.isoformat(), "log": str(self.log.path), "seq": self.log.seq,
+                         "schemas": self.registry.spec(tables)}
                 hello = str(req.get("token", "")).encode()
             elif cmd == "status":
                 reply = self.status()
@@ -301,7 +284,7 @@ class Tickerplant:
             reply = {"error": f"bad control request ({e}); send JSON like {{\"cmd\": \"status\"}}"}
         self.ctl.send(json.dumps(reply).encode())
         if hello is not None:
-            self.pub.send_multipart([b"!hello", hello, META.pack(self.ymd, self.log.seq, 0)])
+            self.pub.send_multipart([p.HELLO_TOPIC, hello, p.META.pack(self.ymd, self.log.seq, 0)])
 
     def status(self) -> dict:
         return {"pid": os.getpid(), "date": self.day.isoformat(), "log": str(self.log.path),

@@ -35,7 +35,7 @@ def config(home: Path, **tp) -> tuple[Config, Path]:
 @contextlib.contextmanager
 def tickerplant(**tp):
     """A TP process in a temp home; yields its Config; killed by pid on the way out."""
-    from tickerplant.ctl import request
+    from tickerplant.protocol import control
     with tempfile.TemporaryDirectory(prefix="tsbench") as d:
         cfg, path = config(Path(d), **tp)
         p = subprocess.Popen([sys.executable, "-m", "tickerplant", "--config", str(path), "--home", d],
@@ -45,7 +45,7 @@ def tickerplant(**tp):
             end = time.monotonic() + 30
             while True:
                 try:
-                    request(cfg.tickerplant.ctl, "status", timeout=0.5)
+                    control(cfg.tickerplant.ctl, "status", timeout=0.5)
                     break
                 except Exception:
                     if p.poll() is not None or time.monotonic() > end:

@@ -67,7 +67,7 @@ def _router(endpoint: str, ready) -> None:
 def bench_sim_feed(cfg, syms: int, seconds: float, batch_rows: int) -> float:
     from feedhandlers.sim import run_sim
     from feedhandlers.base import Feed
-    f = Feed(cfg, 1, batch_rows=batch_rows)
+    f = Feed(cfg.tickerplant, 1, batch_rows=batch_rows)
     t0 = time.monotonic()
     res = run_sim(cfg, syms, math.inf, seconds, feed=f)
     assert f.close(60), f.stats()
@@ -77,7 +77,7 @@ def bench_sim_feed(cfg, syms: int, seconds: float, batch_rows: int) -> float:
 
 def bench_pregenerated(cfg, blocks: list[dict], batch_rows: int) -> float:
     from feedhandlers.base import Feed
-    f = Feed(cfg, 2, batch_rows=batch_rows)
+    f = Feed(cfg.tickerplant, 2, batch_rows=batch_rows)
     rows = 0
     t0 = time.monotonic()
     for b in blocks:

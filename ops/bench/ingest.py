@@ -52,7 +52,7 @@ def _rdb(cfg, total_rows: int, ready, go, out) -> None:
     from tickerplant.subscriber import Subscriber, Update
     reg = cfg.registry()
     store = Store(reg, ["trade"], chunk_rows=1 << 20)
-    sub = Subscriber(cfg, ["trade"], registry=reg).start()
+    sub = Subscriber(cfg.tickerplant, ["trade"], registry=reg).start()
     got = 0
     ready.set()
     for ev in sub:

@@ -46,7 +46,7 @@ def _ours(cfg, count: int, ready, out) -> None:
     from tickerplant.subscriber import Subscriber, Update
     lat = np.empty(count, dtype=np.int64)
     n = 0
-    sub = Subscriber(cfg, ["trade"]).start()
+    sub = Subscriber(cfg.tickerplant, ["trade"]).start()
     ready.set()
     for ev in sub:
         if isinstance(ev, Update):
@@ -100,7 +100,7 @@ def main(argv=None) -> None:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rate", type=float, default=10_000, help="messages per second")
     ap.add_argument("--seconds", type=float, default=5.0)
-    ap.add_argument("--drain", type=int, default=64, help="TP messages per loop (tickerplant.drain)")
+    ap.add_argument("--loop-msgs", type=int, default=64, help="TP messages per loop (tickerplant.loop_msgs)")
     a = ap.parse_args(argv)
     count = int(a.rate * a.seconds)
     print(f"{count} single-row messages at {a.rate:,.0f} msg/s", flush=True)
@@ -112,7 +112,7 @@ def main(argv=None) -> None:
     base = _pct(_run(_raw, (pub,), ingest, a.rate, count))
     stop.set()
     fwd.join(5)
-    with tickerplant(mode="immediate", drain=a.drain) as cfg:
+    with tickerplant(mode="immediate", loop_msgs=a.loop_msgs) as cfg:
         ours = _pct(_run(_ours, (cfg,), cfg.tickerplant.ingest, a.rate, count))
     for name, o, b, target in zip(["p50", "p99", "p999"], ours, base, ["<= 60 us", "<= 250 us", ""]):
         print(f"latency feed->subscriber {name:<5} tickstack {o:10.1f} us   raw pyzmq {b:10.1f} us   "

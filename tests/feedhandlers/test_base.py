@@ -69,18 +69,18 @@ def test_token_bucket_paces_without_spinning():
 def test_batching_numbering_and_hello(stack):
     cfg, procs = stack
     start_tp(cfg, procs)
-    with Feed(cfg, 5, batch_rows=10, batch_ms=10_000) as f:
+    with Feed.from_config(cfg, 5, batch_rows=10, batch_ms=10_000) as f:
         assert f.stats().next_fseq == 1
         for i in range(25):               # one row per call: batched by size into 10, 10, 5
             f.publish("trade", trade_rows(i, 1))
-        assert f.drain(10)
+        assert f.wait_acked(10)
         s = f.stats()
     assert (s.sent, s.acked, s.sent_rows, s.acked_rows, s.last_acked) == (3, 3, 25, 25, 3)
     got = logged(cfg, 5)
     assert [(fs, b.num_rows) for _, fs, _, b in got] == [(1, 10), (2, 10), (3, 5)]
     assert (sizes(got) == np.arange(25)).all()
     # A restarted feed with the same id continues the numbering (else the TP drops it as dupes).
-    with Feed(cfg, 5, batch_rows=100) as f:
+    with Feed.from_config(cfg, 5, batch_rows=100) as f:
         assert f.stats().next_fseq == 4
         f.publish("trade", trade_rows(25, 5))
     got = logged(cfg, 5)
@@ -91,12 +91,12 @@ def test_batching_numbering_and_hello(stack):
 def test_time_flush_and_zero_latency(stack):
     cfg, procs = stack
     start_tp(cfg, procs)
-    f = Feed(cfg, 6, batch_rows=1000, batch_ms=30)
+    f = Feed.from_config(cfg, 6, batch_rows=1000, batch_ms=30)
     f.publish("trade", trade_rows(0, 3))
     wait_for(lambda: f.stats().acked == 1, timeout=5, what="time-based flush")
     assert f.stats().pending_rows == 0
     f.close()
-    z = Feed(cfg, 7, batch_rows=1)        # every publish is its own message at once
+    z = Feed.from_config(cfg, 7, batch_rows=1)        # every publish is its own message at once
     for i in range(20):
         z.publish("quote", {"time": [T0 + i], "sym": ["Q"], "bid": [1.0], "ask": [1.1],
                             "bsize": [100], "asize": [200]})
@@ -107,13 +107,13 @@ def test_time_flush_and_zero_latency(stack):
 def test_rate_limits(stack):
     cfg, procs = stack
     start_tp(cfg, procs)
-    f = Feed(cfg, 13, batch_rows=100, max_rows_per_s=4000)
+    f = Feed.from_config(cfg, 13, batch_rows=100, max_rows_per_s=4000)
     t = time.monotonic()
     for i in range(20):                    # 2000 rows at 4000/s, 400 of them a free burst
         f.publish("trade", trade_rows(100 * i, 100))
     assert time.monotonic() - t >= 0.35
     assert f.close(10)
-    g = Feed(cfg, 14, batch_rows=10, max_msgs_per_s=50)
+    g = Feed.from_config(cfg, 14, batch_rows=10, max_msgs_per_s=50)
     t = time.monotonic()
     for i in range(30):                    # 30 messages at 50/s, 5 of them a free burst
         g.publish("trade", trade_rows(10 * i, 10))
@@ -126,12 +126,12 @@ def test_rate_limits(stack):
 def test_tp_down_at_start_then_up(stack):
     """Produced while the TP is down: buffered unnumbered, numbered by the hello answer."""
     cfg, procs = stack
-    f = Feed(cfg, 8, batch_rows=4, hello_timeout_ms=0)
+    f = Feed.from_config(cfg, 8, batch_rows=4, hello_timeout_ms=0)
     assert f.stats().next_fseq is None
     f.publish("trade", trade_rows(0, 10))
     assert f.stats().buffered == 3 and f.stats().sent == 0
     start_tp(cfg, procs)
-    assert f.drain(15)
+    assert f.wait_acked(15)
     assert f.close()
     got = logged(cfg, 8)
     assert [fs for _, fs, _, _ in got] == [1, 2, 3]
@@ -141,7 +141,7 @@ def test_tp_down_at_start_then_up(stack):
 @pytest.mark.parametrize("policy", ["drop_oldest", "drop_newest", "error"])
 def test_buffer_full_policies(stack, policy):
     cfg, procs = stack
-    f = Feed(cfg, 9, batch_rows=2, buffer_msgs=3, block_s=0.2, on_full=policy, hello_timeout_ms=0)
+    f = Feed.from_config(cfg, 9, batch_rows=2, buffer_msgs=3, block_s=0.2, on_full=policy, hello_timeout_ms=0)
     t = time.monotonic()
     if policy == "error":
         f.publish("trade", trade_rows(0, 6))
@@ -167,7 +167,7 @@ def test_rejected_message_is_counted_and_not_resent(stack, tmp_path):
     extra = tmp_path / "extra.toml"
     extra.write_text('[only_here]\ntime = "timestamp"\nsym = "symbol"\nx = "float64"\n')
     reg = load_registry(extra)            # the feed knows a table the TP does not
-    f = Feed(cfg, 10, registry=reg, batch_rows=100)
+    f = Feed.from_config(cfg, 10, registry=reg, batch_rows=100)
     f.publish("only_here", {"time": [T0], "sym": ["A"], "x": [1.0]})
     f.flush()
     wait_for(lambda: f.stats().rejected == 1, timeout=5, what="the TP's err reply")
@@ -182,7 +182,7 @@ def test_rejected_message_is_counted_and_not_resent(stack, tmp_path):
 
 def test_bad_columns_raise_in_the_producer(stack):
     cfg, _ = stack
-    f = Feed(cfg, 11, hello_timeout_ms=0)
+    f = Feed.from_config(cfg, 11, hello_timeout_ms=0)
     try:
         with pytest.raises(ValueError, match="missing columns"):
             f.publish("trade", {"time": [1], "sym": ["A"], "price": [1.0]})
@@ -201,7 +201,7 @@ def test_tp_kill9_and_restart_loses_and_duplicates_nothing(stack):
     afterwards the log holds every row once and every fseq once."""
     cfg, procs = stack
     start_tp(cfg, procs)
-    f = Feed(cfg, 12, batch_rows=50, batch_ms=5, ack_timeout_ms=500)
+    f = Feed.from_config(cfg, 12, batch_rows=50, batch_ms=5, ack_timeout_ms=500)
     produced = [0]
     stop = threading.Event()
 
@@ -245,7 +245,7 @@ def test_ack_timeout_resends_and_the_tp_drops_the_duplicates(stack):
     when the TP thaws it gets every message twice and logs each once."""
     cfg, procs = stack
     start_tp(cfg, procs)
-    f = Feed(cfg, 15, batch_rows=10, ack_timeout_ms=300)
+    f = Feed.from_config(cfg, 15, batch_rows=10, ack_timeout_ms=300)
     pid = procs.running["tp"].pid
     os.kill(pid, signal.SIGSTOP)
     try:
@@ -287,7 +287,7 @@ def test_batching_property(shared_tp, calls, batch_rows):
     messages of at most batch_rows, numbered 1..n."""
     cfg = shared_tp
     fid = next(_ids)
-    f = Feed(cfg, fid, batch_rows=batch_rows, batch_ms=10_000)
+    f = Feed.from_config(cfg, fid, batch_rows=batch_rows, batch_ms=10_000)
     start = 0
     for n in calls:
         f.publish("trade", trade_rows(start, n))
@@ -312,3 +312,70 @@ def test_text_columns_convert_exactly(values):
         assert out.to_pylist() == arr.tolist()
     else:
         assert len(arr) == 0 or not all(v.isascii() for v in arr.tolist())
+
+
+# ---------------------------------------------------------------- wake-ups
+# The I/O thread sends a message as soon as it is queued: whatever the publish timing, no
+# message waits for the thread's poll timeout (`FeedStats.late_sends` stays 0).
+
+def publish_paced(feed: Feed, rate: float, seconds: float) -> int:
+    """Single-row trades at a steady `rate` (sleeping to each one's due time); returns the count."""
+    n, t0 = 0, time.monotonic()
+    while (due := t0 + n / rate) < t0 + seconds:
+        wait = due - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        feed.publish("trade", trade_rows(n, 1))
+        n += 1
+    return n
+
+
+@pytest.mark.process
+@pytest.mark.parametrize("fid,mode", [(101, {"batch_rows": 1}), (102, {"batch_ms": 0})],
+                         ids=["batch_rows=1", "batch_ms=0"])
+def test_steady_single_rows_never_wait_for_the_poll(shared_tp, fid, mode):
+    """2k msg/s for 2 s: every message is sent when published, none when the poll times out
+    (the lost-wake bug sent each of them ~100 ms late, on the poll cap, after a few dozen)."""
+    with Feed.from_config(shared_tp, fid, **mode) as f:
+        n = publish_paced(f, rate=2000, seconds=2.0)
+        assert f.wait_acked(10)
+        s = f.stats()
+    assert s.late_sends == 0, f"{s.late_sends} of {n} messages waited for the poll timeout"
+    assert (s.sent, s.acked, s.resent, s.ack_timeouts, s.dropped) == (n, n, 0, 0, 0)
+    got = logged(shared_tp, fid)
+    assert [fs for _, fs, _, _ in got] == list(range(1, n + 1))
+    assert (sizes(got) == np.arange(n)).all()
+
+
+@pytest.mark.process
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(gaps_us=st.lists(st.integers(0, 2000), min_size=50, max_size=400),
+       threads=st.integers(1, 3),
+       mode=st.sampled_from([{"batch_rows": 1}, {"batch_ms": 0}, {"batch_rows": 3, "batch_ms": 1}]))
+def test_no_message_waits_for_the_poll_whatever_the_timing(shared_tp, gaps_us, threads, mode):
+    """Publishes at random gaps from 1-3 threads (rows numbered per thread slot so loss,
+    duplication and reordering within a thread show): nothing is late, everything is logged."""
+    fid = next(_ids)
+    f = Feed.from_config(shared_tp, fid, **mode)
+    per = -(-len(gaps_us) // threads)
+
+    def produce(k: int) -> None:
+        for i, gap in enumerate(gaps_us[k * per:(k + 1) * per]):
+            if gap:
+                time.sleep(gap / 1e6)
+            f.publish("trade", trade_rows(k * per + i, 1))
+
+    workers = [threading.Thread(target=produce, args=(k,)) for k in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert f.close(10)
+    s = f.stats()
+    assert s.late_sends == 0, f"{s.late_sends} messages waited for the poll timeout"
+    assert s.acked_rows == len(gaps_us) and s.dropped == 0
+    got = sizes(logged(shared_tp, fid))
+    assert sorted(got.tolist()) == list(range(len(gaps_us)))
+    for k in range(threads):                      # each thread's rows in its publish order
+        mine = got[(got >= k * per) & (got < (k + 1) * per)]
+        assert (np.diff(mine) == 1).all()

@@ -8,12 +8,15 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
+import pytest
 from click.testing import CliRunner
 
 from feedhandlers.cli import feed
 from helpers import start_tp, wait_for
 from schemas.codec import decode
 from tickerplant.log import LogReader, is_control
+
+pytestmark = pytest.mark.process
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -201,7 +201,7 @@ def test_run_sim_into_the_tickerplant(stack):
     from feedhandlers.sim import run_sim
     from helpers import wait_for
     from schemas.codec import decode
-    from tickerplant.ctl import request
+    from tickerplant.protocol import control as request
     from tickerplant.log import LogReader, is_control
 
     cfg, procs = stack
@@ -215,7 +215,7 @@ def test_run_sim_into_the_tickerplant(stack):
     wait_for(alive, timeout=20, what="tickerplant")
     before = time.time_ns()
     slow = run_sim(cfg, 3, 8.0, 1.0, feed_id=31)                  # a few ticks a second
-    fast_feed = Feed(cfg, 32)
+    fast_feed = Feed.from_config(cfg, 32)
     fast = run_sim(cfg, 10, math.inf, 0.5, feed=fast_feed)        # as fast as the TP takes them
     assert fast_feed.close(20)
     after = time.time_ns()

@@ -144,6 +144,7 @@ def kill_mid_write(hdb: Path, n: int) -> None:
     assert p.returncode == -signal.SIGKILL
 
 
+@pytest.mark.process
 def test_kill9_during_save_day_leaves_no_partial_partition(tmp_path, registry):
     n = 3_000_000
     hdb = tmp_path / "hdb"

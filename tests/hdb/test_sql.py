@@ -230,3 +230,44 @@ def test_today_with_per_chunk_dictionaries(registry):
     got = eng.query("SELECT sym, count(*) AS n FROM trade GROUP BY sym ORDER BY sym").table
     assert got.to_pydict() == {"sym": ["X", "Y", "Z"], "n": [3, 1, 1]}
     eng.close()
+
+
+def test_a_cut_result_warns_every_time_unless_the_caller_opts_in(hdb, registry):
+    """A cut result cannot pass unnoticed: a TruncatedWarning at every query (not only the
+    first at a call site, Python's default), unless the caller says it reads `truncated`."""
+    import warnings
+
+    from hdb.sql import TruncatedWarning
+    eng = Engine(hdb_dir=hdb, max_rows=100, registry=registry)
+    try:
+        for _ in range(2):
+            with pytest.warns(TruncatedWarning, match="cut at 100 rows"):
+                assert eng.query("SELECT * FROM range(1000)").truncated
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("default")
+            assert eng.query("SELECT * FROM range(1000)", allow_truncated=True).truncated
+            assert not eng.query("SELECT * FROM range(100)").truncated
+        assert not [w for w in seen if issubclass(w.category, TruncatedWarning)]
+    finally:
+        eng.close()
+
+
+def test_the_query_client_warns_of_a_cut_result(hdb, registry):
+    import warnings
+
+    from hdb.server import QueryServer, query
+    from hdb.sql import TruncatedWarning
+    eng = Engine(hdb_dir=hdb, max_rows=100, registry=registry)
+    srv = QueryServer("tcp://127.0.0.1:*", eng, workers=1).start()
+    try:
+        with pytest.warns(TruncatedWarning, match=f"cut at 100 rows, the row limit of the server at {srv.endpoint}"):
+            r = query(srv.endpoint, "SELECT * FROM range(1000)", timeout=30)
+        assert r.truncated and r.table.num_rows == 100
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("default")
+            assert query(srv.endpoint, "SELECT * FROM range(1000)", timeout=30, allow_truncated=True).truncated
+        assert not [w for w in seen if issubclass(w.category, TruncatedWarning)
+                    and "server at" in str(w.message)]
+    finally:
+        srv.stop()
+        eng.close()

@@ -10,8 +10,10 @@ import sys
 import pytest
 
 from helpers import write_config
-from ops import procs
+from ops import processes as procs
 from ops.config import load
+
+pytestmark = pytest.mark.process
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import pytest
 from hdb.server import query
 from hdb.sql import QueryError
 from helpers import send, tp_status, trades, wait_for
-from tickerplant.ctl import request
+from tickerplant.protocol import control as request
 
 
 def start(cfg, procs, *names):

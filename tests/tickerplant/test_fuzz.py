@@ -11,8 +11,10 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from helpers import Procs, tp_status, trades, wait_for, write_config
 from ops.config import load
 from schemas.codec import CodecError, encode, validate
-from tickerplant.ctl import request
+from tickerplant.protocol import control as request
 from tickerplant.log import check
+
+pytestmark = pytest.mark.process
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import zmq
 
 from helpers import Flood, send, start_tp, trades, wait_for
 from schemas.codec import encode
-from tickerplant.ctl import request
+from tickerplant.protocol import control as request
 from tickerplant.log import check, log_path
 from tickerplant.subscriber import EndOfDay, Subscriber, Update
 
@@ -21,7 +21,7 @@ class Collector:
     """A Subscriber running in a thread, keeping every event."""
 
     def __init__(self, cfg, tables=("trade",), syms=None, slow: float = 0.0):
-        self.sub = Subscriber(cfg, list(tables), syms=syms)
+        self.sub = Subscriber(cfg.tickerplant, list(tables), syms=syms)
         self.events: list = []
         self.slow = slow
         self.error: BaseException | None = None

@@ -1,4 +1,8 @@
-"""What every process's thin __main__ shares: --config/--home, logging, SIGTERM -> clean stop."""
+"""What every process's thin `__main__` shares: --config/--home, logging, SIGTERM -> stop().
+
+It sits in the bottom layer beside the config base so that no process imports `ops`:
+`python -m rdb` is `serve("rdb", RdbConfig, Rdb.from_config)`.
+"""
 from __future__ import annotations
 
 import argparse
@@ -6,21 +10,22 @@ import logging
 import signal
 import sys
 
-from ops.config import ConfigError, load
+from schemas.settings import ConfigError, load
 
 
-def boot(name: str, argv=None, extra=None):
-    """Parse the common flags, load the config and set up logging. Returns (cfg, args)."""
+def boot(name: str, model, argv=None, extra=None):
+    """Parse the common flags (and any `extra(parser)` adds), set up logging, load the
+    process's config. Returns (cfg, args); a bad config exits with its message."""
     ap = argparse.ArgumentParser(prog=f"python -m {name}")
-    ap.add_argument("--config", help="TOML config file (default: embedded defaults)")
-    ap.add_argument("--home", help="directory for everything the stack writes (or TICKSTACK_HOME)")
+    ap.add_argument("--config", help="TOML config file (default: embedded defaults or $TICKSTACK_CONFIG)")
+    ap.add_argument("--home", help="directory for everything the stack writes (or $TICKSTACK_HOME)")
     if extra:
         extra(ap)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format=f"%(asctime)s {name} %(levelname)s %(message)s")
     try:
-        cfg = load(args.config, args.home)
+        cfg = load(model, args.config, args.home, only_own=True)
     except ConfigError as e:
         sys.exit(f"{name}: {e}")
     return cfg, args
@@ -34,10 +39,10 @@ def on_term(stop) -> None:
     signal.signal(signal.SIGINT, handler)
 
 
-def serve(name: str, make, argv=None) -> None:
+def serve(name: str, model, make, argv=None) -> None:
     """The whole of a process's __main__: boot, build it with `make(cfg)`, turn SIGTERM into
     its `stop()`, and `run()` it until stopped."""
-    cfg, _ = boot(name, argv)
+    cfg, _ = boot(name, model, argv)
     proc = make(cfg)
     on_term(proc.stop)
     proc.run()

@@ -1,0 +1,276 @@
+"""Start, stop and inspect the stack's processes. Each runs detached as
+`python -m MODULE --home HOME ...`, its output in <home>/logs/NAME.log and its pid in
+<home>/run/NAME.pid.
+
+A pid file is only a hint: a process counts as running only if that pid is alive, is not a
+zombie, and its command line is `python -m MODULE ... --home <this home>` (Linux: read from
+/proc). So a process killed with -9 but not yet reaped, or a pid reused by another program,
+is "dead", never "running", and `stop` never signals a process that is not ours.
+
+Before a process starts, every endpoint it binds is tried: a port already taken (e.g. by a
+second stack with another home on the default ports) is reported with the config key that
+moves it, instead of a process that dies at once.
+"""
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+MODULES = {"tp": "tickerplant", "rdb": "rdb", "hdb": "hdb", "feed": "feedhandlers"}
+ORDER = ["tp", "rdb", "hdb", "feed"]
+# the folder names work too: `tickstack start tickerplant`
+ALIASES = {module: name for name, module in MODULES.items() if module != name}
+# the endpoints each process binds, as config keys (section.key)
+BINDS = {"tp": ["tickerplant.ingest", "tickerplant.pub", "tickerplant.ctl"],
+         "rdb": ["rdb.query"], "hdb": ["hdb.query"], "feed": []}
+
+
+class ProcError(RuntimeError):
+    """A process did not start or stop; the message says why and what to do."""
+
+
+def canonical(name: str) -> str:
+    """The process name for a name or its folder's name (tickerplant -> tp)."""
+    return ALIASES.get(name, name)
+
+
+def _pidfile(cfg, name: str) -> Path:
+    return cfg.run_dir / f"{name}.pid"
+
+
+def pid_of(cfg, name: str) -> int | None:
+    try:
+        return int(_pidfile(cfg, name).read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _proc_state(pid: int) -> str | None:
+    """The state letter from /proc/PID/stat (R, S, D, Z, ...); None if there is no such
+    process or no /proc."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    # "pid (comm) S ...": comm may hold spaces and parentheses, so split after the last ')'
+    return stat.rpartition(")")[2].split()[0]
+
+
+def _cmdline(pid: int) -> list[str] | None:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return raw.decode("utf-8", "replace").split("\0")[:-1] if raw else []
+
+
+def _is_ours(argv: list[str], module: str, home: Path) -> bool:
+    """argv is `python -m MODULE ... --home HOME` for this home."""
+    if len(argv) < 3 or argv[1:3] != ["-m", module]:
+        return False
+    for i, a in enumerate(argv[3:], 3):
+        if a == "--home" and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif a.startswith("--home="):
+            value = a.split("=", 1)[1]
+        else:
+            continue
+        return value == str(home) or Path(value).expanduser().resolve() == home
+    return False
+
+
+def alive(pid: int | None, name: str | None = None, home: Path | None = None) -> bool:
+    """`pid` is a live process, not a zombie; with `name` and `home`, also that process of this
+    stack (its command line is ours), so a reused pid does not count."""
+    if not pid or pid <= 0:
+        return False
+    if not Path("/proc/self/stat").exists():  # no procfs (not Linux): the signal check alone
+        try:
+            os.kill(pid, 0)
+            return True
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+    state = _proc_state(pid)
+    if state is None or state in ("Z", "X", "x"):
+        return False
+    if name is None:
+        return True
+    argv = _cmdline(pid)
+    return argv is not None and _is_ours(argv, MODULES[name], home)
+
+
+def running(cfg, name: str) -> int | None:
+    """The pid of this stack's process `name` if it runs, else None."""
+    pid = pid_of(cfg, name)
+    return pid if alive(pid, name, cfg.root) else None
+
+
+def endpoint_of(cfg, key: str) -> str:
+    section, field = key.split(".")
+    return getattr(getattr(cfg, section), field)
+
+
+def _tcp_address(endpoint: str) -> tuple[str, int] | None:
+    """(host, port) of a tcp:// endpoint with a fixed port; None for others (ipc, wildcard)."""
+    if not endpoint.startswith("tcp://"):
+        return None
+    host, _, port = endpoint[len("tcp://"):].rpartition(":")
+    if not port.isdigit() or int(port) == 0:
+        return None
+    host = host.strip("[]")
+    return ("0.0.0.0" if host in ("*", "") else host), int(port)
+
+
+def in_use(endpoint: str) -> bool:
+    """Something already listens on this tcp endpoint (so binding it would fail)."""
+    addr = _tcp_address(endpoint)
+    if addr is None:
+        return False
+    try:
+        infos = socket.getaddrinfo(addr[0], addr[1], type=socket.SOCK_STREAM)
+    except socket.gaierror:
+        return False  # a bad host is the process's own error to report
+    family, _, _, _, sockaddr = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        # as ZeroMQ does: a port left in TIME_WAIT by a killed process is free to bind
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(sockaddr)
+        except OSError as e:
+            return e.errno == errno.EADDRINUSE
+    return False
+
+
+def accepts(endpoint: str, timeout: float = 1.0) -> bool | None:
+    """Whether something accepts connections at this endpoint: True, False (refused or no
+    answer within `timeout`), or None when it cannot be told (not tcp/ipc)."""
+    if endpoint.startswith("ipc://"):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(timeout)
+            try:
+                s.connect(endpoint[len("ipc://"):])
+                return True
+            except OSError:
+                return False
+    addr = _tcp_address(endpoint)
+    if addr is None:
+        return None
+    host = "127.0.0.1" if addr[0] == "0.0.0.0" else addr[0]
+    try:
+        socket.create_connection((host, addr[1]), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def ready(cfg, name: str, pid: int | None = None) -> bool:
+    """The process answers on its endpoint (the TP: and is the process `pid`, not another
+    stack's TP on the same port)."""
+    from tickerplant.protocol import control
+    try:
+        if name == "tp":
+            st = control(cfg.tickerplant.ctl, "status", timeout=0.5)
+            return pid is None or st.get("pid", pid) == pid
+        elif name in ("rdb", "hdb"):
+            from hdb.server import query
+            query(getattr(cfg, name).query, "select 1", timeout=0.5)
+        return True
+    except Exception:  # noqa: BLE001 - not ready yet, whatever the reason
+        return False
+
+
+def _last_error(log: Path, already: int) -> str:
+    """The last line the process wrote to its log since `already` bytes (its fatal error)."""
+    try:
+        with open(log, "rb") as f:
+            f.seek(already)
+            lines = [x.strip() for x in f.read().decode("utf-8", "replace").splitlines() if x.strip()]
+    except OSError:
+        return ""
+    return lines[-1] if lines else ""
+
+
+def start(cfg, names=None, config_path=None, args: dict | None = None, timeout: float = 30.0) -> list[str]:
+    """Start the named processes (default: all) in order, each once ready before the next."""
+    names = [canonical(n) for n in names] if names else ORDER
+    for d in (cfg.log_dir, cfg.run_dir):
+        d.mkdir(parents=True, exist_ok=True)
+    started = []
+    for name in [n for n in ORDER if n in names]:
+        if running(cfg, name):
+            continue
+        for key in BINDS[name]:
+            ep = endpoint_of(cfg, key)
+            if in_use(ep):
+                raise ProcError(f"{name} did not start: {ep} is in use ({key}), perhaps by another "
+                                f"stack or program; set another port for {key} in your config")
+        cmd = [sys.executable, "-m", MODULES[name], "--home", str(cfg.root)]
+        if config_path:
+            cmd += ["--config", str(Path(config_path).resolve())]
+        cmd += list((args or {}).get(name, ()))
+        if name == "feed" and not (args or {}).get(name):
+            cmd += ["sim"]
+        log = cfg.log_dir / f"{name}.log"
+        with open(log, "ab") as out:
+            already = out.tell()
+            p = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                 start_new_session=True)
+        _pidfile(cfg, name).write_text(str(p.pid))
+        end = time.monotonic() + timeout
+        while not ready(cfg, name, p.pid):
+            if p.poll() is not None or time.monotonic() > end:
+                why = _last_error(log, already) if p.poll() is not None else f"not ready in {timeout:g}s"
+                raise ProcError(f"{name} did not start: {why or 'no output'}; see {log}")
+            time.sleep(0.1)
+        started.append(name)
+    return started
+
+
+def stop(cfg, names=None, timeout: float = 15.0) -> list[str]:
+    """SIGTERM (clean close of logs and files), then SIGKILL after `timeout`; reverse order.
+    Only this stack's processes are signalled (see `alive`)."""
+    names = [canonical(n) for n in names] if names else ORDER
+    stopped = []
+    for name in [n for n in reversed(ORDER) if n in names]:
+        pid = running(cfg, name)
+        if pid:
+            os.kill(pid, signal.SIGTERM)
+            end = time.monotonic() + timeout
+            while alive(pid, name, cfg.root) and time.monotonic() < end:
+                time.sleep(0.05)
+            if alive(pid, name, cfg.root):
+                os.kill(pid, signal.SIGKILL)
+            stopped.append(name)
+        _pidfile(cfg, name).unlink(missing_ok=True)
+    return stopped
+
+
+def status(cfg, names=None) -> list[dict]:
+    from tickerplant.protocol import control
+    names = [canonical(n) for n in names] if names else ORDER
+    out = []
+    for name in [n for n in ORDER if n in names]:
+        pid = pid_of(cfg, name)
+        state = "running" if alive(pid, name, cfg.root) else ("dead" if pid else "stopped")
+        row = {"name": name, "pid": pid if state != "stopped" else None, "state": state}
+        if name == "tp" and state == "running":
+            try:
+                st = control(cfg.tickerplant.ctl, "status", timeout=1.0)
+                row.update(log=st["log"], date=st["date"], seq=st["seq"], counters=st["counters"])
+            except Exception as e:  # noqa: BLE001
+                row.update(state="unresponsive", error=str(e))
+        out.append(row)
+    return out
+
+
+def to_json(rows) -> str:
+    return json.dumps(rows, indent=2, default=str)

@@ -1,0 +1,282 @@
+"""The Subscriber's state machine as a unit, in process, over real ZeroMQ sockets: late join,
+gap fill, a gap at the tail revealed by a heartbeat, a missed end of day, a TP restart, sym
+filtering, duplicates. Each case must end with every message delivered exactly once, in order.
+
+The other side is `ScriptedTp`: a tickerplant driven step by step by the test. It writes a real
+log (LogWriter) and speaks the real protocol (tickerplant/protocol.py) on real PUB and REP
+sockets; only the order of events is the test's, so a gap or a restart happens exactly where the
+test says. The TP process itself is covered by test_tp.py.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import queue
+import threading
+
+import numpy as np
+import pytest
+import zmq
+
+from helpers import free_port, wait_for
+from schemas.codec import encode
+from schemas.registry import load_registry
+from tickerplant import protocol as p
+from tickerplant.config import TickerplantSettings
+from tickerplant.log import LogWriter
+from tickerplant.subscriber import EndOfDay, Subscriber
+
+DAY = dt.date(2024, 1, 2)
+REG = load_registry()
+
+
+def _bound(sock, endpoint: str) -> bool:
+    try:
+        sock.bind(endpoint)
+        return True
+    except zmq.ZMQError:
+        return False
+
+
+class ScriptedTp:
+    """Log, publish, heartbeat, end the day and restart, each on the test's command."""
+
+    def __init__(self, log_dir, day: dt.date = DAY):
+        self.settings = TickerplantSettings(pub=f"tcp://127.0.0.1:{free_port()}",
+                                            ctl=f"tcp://127.0.0.1:{free_port()}", heartbeat_ms=50)
+        self.dir = log_dir
+        self.ctx = zmq.Context()
+        self.lock = threading.Lock()          # the PUB socket is shared with the ctl thread
+        self.messages: dict[int, tuple[str, int, bytes]] = {}   # seq -> (table, prev, payload)
+        self._open_day(day)
+        self._bind()
+
+    def _open_day(self, day: dt.date) -> None:
+        self.day, self.last, self.messages = day, {}, {}
+        self.log = LogWriter(p.log_path(self.dir, day), day)
+
+    def _bind(self) -> None:
+        self.pub = self.ctx.socket(zmq.PUB)
+        self.pub.setsockopt(zmq.LINGER, 0)
+        # a closed socket lets go of its port asynchronously: a restart waits for it
+        wait_for(lambda: _bound(self.pub, self.settings.pub), timeout=5, what="the PUB port")
+        self.running = True
+        self.ctl_thread = threading.Thread(target=self._serve_ctl, daemon=True)
+        self.ctl_thread.start()
+
+    def _serve_ctl(self) -> None:
+        ctl = self.ctx.socket(zmq.REP)
+        ctl.setsockopt(zmq.LINGER, 0)
+        wait_for(lambda: _bound(ctl, self.settings.ctl), timeout=5, what="the ctl port")
+        while self.running:
+            if not ctl.poll(20):
+                continue
+            req = json.loads(ctl.recv())
+            with self.lock:
+                ctl.send(json.dumps({"date": self.day.isoformat(), "log": str(self.log.path),
+                                     "seq": self.log.seq, "schemas": REG.spec()}).encode())
+                self.pub.send_multipart([p.HELLO_TOPIC, req["token"].encode(),
+                                         p.META.pack(p.ymd(self.day), self.log.seq, 0)])
+        ctl.close(0)
+
+    def write(self, table: str, sizes: list[int], syms: list[str] | None = None) -> int:
+        """Log one message (not published); its rows' `size` are `sizes`. Returns its seq."""
+        n = len(sizes)
+        cols = ({"time": np.arange(n), "sym": syms or ["A"] * n, "price": np.ones(n), "size": sizes}
+                if table == "trade" else
+                {"time": np.arange(n), "sym": syms or ["A"] * n, "bid": np.ones(n), "ask": np.ones(n),
+                 "bsize": sizes, "asize": sizes})
+        payload = encode(REG[table], cols)
+        seq = self.log.append([payload])
+        self.messages[seq] = (table, self.last.get(table, 0), payload)
+        self.last[table] = seq
+        return seq
+
+    def publish(self, *seqs: int) -> None:
+        with self.lock:
+            for seq in seqs:
+                table, prev, payload = self.messages[seq]
+                self.pub.send_multipart([p.topic(table) + p.META.pack(p.ymd(self.day), seq, prev), payload])
+
+    def send(self, table: str, sizes: list[int], syms=None) -> int:
+        seq = self.write(table, sizes, syms)
+        self.publish(seq)
+        return seq
+
+    def heartbeat(self) -> None:
+        with self.lock:
+            self.pub.send_multipart(p.news(p.HB_TOPIC, self.day, self.log.seq, self.last))
+
+    def end_day(self, announce: bool = True) -> None:
+        ended, seq, last = self.day, self.log.seq, dict(self.last)
+        self.log.end()
+        if announce:
+            with self.lock:
+                self.pub.send_multipart(p.news(p.EOD_TOPIC, ended, seq, last))
+        self._open_day(ended + dt.timedelta(days=1))
+
+    def stop_sockets(self) -> None:
+        self.running = False
+        self.ctl_thread.join()
+        self.pub.close(0)
+
+    def restart(self) -> None:
+        """As a TP killed and started again: sockets go away and come back on the same ports;
+        the log goes on."""
+        self.stop_sockets()
+        self._bind()
+
+    def close(self) -> None:
+        self.stop_sockets()
+        self.log.close()
+        self.ctx.term()
+
+
+class Collector:
+    """Iterates a Subscriber in a thread; `events` are (table, seq, sizes) or ("eod", date)."""
+
+    def __init__(self, sub: Subscriber):
+        self.sub = sub.start()
+        self.q: queue.Queue = queue.Queue()
+        self.events: list = []
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        for ev in self.sub:
+            if isinstance(ev, EndOfDay):
+                self.q.put(("eod", ev.date))
+            else:
+                self.q.put((ev.table, ev.seq, ev.batch.column(
+                    "size" if ev.table == "trade" else "bsize").to_pylist()))
+
+    def wait(self, n: int, what: str = "events") -> list:
+        def have():
+            while not self.q.empty():
+                self.events.append(self.q.get())
+            return len(self.events) >= n
+        wait_for(have, timeout=10, what=f"{n} {what} (have {self.events})")
+        return self.events
+
+    def stop(self) -> None:
+        self.sub.close()
+        self.thread.join(5)
+
+
+@pytest.fixture
+def tp(tmp_path):
+    t = ScriptedTp(tmp_path)
+    yield t
+    t.close()
+
+
+@pytest.fixture
+def subscribe(tp):
+    made = []
+
+    def make(tables=None, syms=None) -> Collector:
+        c = Collector(Subscriber(tp.settings, tables, syms, ctx=tp.ctx))
+        made.append(c)
+        return c
+    yield make
+    for c in made:
+        c.stop()
+
+
+def seqs(events) -> list[int]:
+    return [e[1] for e in events if e[0] != "eod"]
+
+
+def test_a_late_joiner_reads_the_log_then_goes_live(tp, subscribe):
+    for i in range(5):
+        tp.send("trade", [i])                  # nobody listens yet: only the log has them
+    c = subscribe()
+    for i in range(5, 8):
+        tp.send("trade", [i])
+    ev = c.wait(8)
+    assert seqs(ev) == list(range(1, 9)) and [e[2] for e in ev] == [[i] for i in range(8)]
+    assert c.sub.counters["from_log"] == 5 and c.sub.counters["live"] == 3
+
+
+def test_a_gap_in_the_stream_is_filled_from_the_log_in_order(tp, subscribe):
+    c = subscribe()
+    tp.send("trade", [0])
+    tp.send("quote", [1])
+    tp.write("trade", [2])                     # logged but lost on the way (PUB dropped it)
+    tp.write("quote", [3])
+    tp.send("trade", [4])                      # its prev (3) says what was missed
+    ev = c.wait(5)
+    assert seqs(ev) == [1, 2, 3, 4, 5]
+    assert c.sub.counters["gaps"] >= 1 and c.sub.counters["from_log"] == 2
+
+
+def test_a_gap_at_the_tail_is_revealed_by_a_heartbeat(tp, subscribe):
+    c = subscribe()
+    tp.send("trade", [0])
+    tp.write("trade", [1])
+    tp.write("trade", [2])
+    tp.heartbeat()                             # says trade is at seq 3: read up to it
+    assert seqs(c.wait(3)) == [1, 2, 3]
+
+
+def test_a_message_seen_twice_is_delivered_once(tp, subscribe):
+    tp.send("trade", [0])
+    tp.send("trade", [1])
+    c = subscribe()                            # both come from the log
+    tp.publish(1, 2)                           # ...and again live
+    tp.send("trade", [2])
+    tp.publish(3)
+    tp.heartbeat()
+    tp.send("trade", [3])
+    assert seqs(c.wait(4)) == [1, 2, 3, 4]
+    tp.heartbeat()
+    tp.send("trade", [4])
+    assert seqs(c.wait(5)) == [1, 2, 3, 4, 5]
+
+
+def test_a_missed_end_of_day_is_closed_from_the_log(tp, subscribe):
+    c = subscribe()
+    tp.send("trade", [0])
+    tp.write("trade", [1])                     # the day's last message never arrives live
+    tp.end_day(announce=False)                 # ...nor does the !eod broadcast
+    tp.send("trade", [2])                      # the next day's first message closes the old day
+    ev = c.wait(4)
+    assert ev == [("trade", 1, [0]), ("trade", 2, [1]), ("eod", DAY), ("trade", 1, [2])]
+
+
+def test_end_of_day_comes_after_the_days_last_message(tp, subscribe):
+    c = subscribe()
+    tp.send("trade", [0])
+    tp.write("trade", [1])
+    tp.end_day(announce=True)
+    tp.send("trade", [2])
+    assert c.wait(4) == [("trade", 1, [0]), ("trade", 2, [1]), ("eod", DAY), ("trade", 1, [2])]
+
+
+def test_a_tp_restart_loses_nothing(tp, subscribe):
+    c = subscribe()
+    tp.send("trade", [0])
+    tp.send("trade", [1])
+    c.wait(2)
+    tp.restart()
+    tp.write("trade", [2])                     # while the subscriber had not reconnected
+    tp.write("trade", [3])
+    tp.send("trade", [4])                      # may be dropped too: the SUB reconnects by itself
+
+    def caught_up():
+        tp.heartbeat()
+        c.wait(0)
+        return len(c.events) >= 5
+    wait_for(caught_up, timeout=10, what="catch-up after the TP restart")
+    assert seqs(c.events) == [1, 2, 3, 4, 5]
+
+
+def test_syms_filter_whole_batches(tp, subscribe):
+    c = subscribe(tables=["trade"], syms=["A"])
+    tp.send("trade", [0, 1], syms=["A", "A"])           # all A: delivered whole
+    tp.send("trade", [2, 3, 4], syms=["B", "A", "B"])   # mixed: only A's row
+    tp.send("trade", [5], syms=["B"])                   # no A: nothing delivered
+    tp.send("quote", [6], syms=["A"])                   # another table: not subscribed
+    tp.send("trade", [7], syms=["A"])
+    ev = c.wait(3)
+    assert [e[2] for e in ev] == [[0, 1], [3], [7]] and seqs(ev) == [1, 2, 5]
