@@ -95,7 +95,7 @@ def sim_cmd(cfg, syms, rate, seconds, seed, feed_id, progress):
 @click.pass_obj
 def replay_cmd(cfg, file, hdb_date, table, speed, asap, order, max_gap, feed_id, progress):
     """Replay a CSV/Parquet FILE or an HDB date into the tickerplant."""
-    from feedhandlers.replay import ReplayError, replay_file, replay_hdb
+    from feedhandlers.filefeed import ReplayError, replay_file, replay_hdb
     if (file is None) == (hdb_date is None):
         raise click.UsageError("give either FILE or --hdb-date (not both)")
     if speed <= 0:

@@ -128,7 +128,7 @@ def _summary(cfg) -> str:
 def publish(cfg, table, file):
     """Push the rows of a CSV or Parquet FILE into TABLE through the tickerplant, as fast as it
     takes them, in file order. Bad rows are reported and skipped; good rows all go."""
-    from feedhandlers.replay import ReplayError, replay_file
+    from feedhandlers.filefeed import ReplayError, replay_file
     try:
         cfg.registry()[table]
         res = replay_file(cfg, file, table, order="keep", progress=True, timeout=60)

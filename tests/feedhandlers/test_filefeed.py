@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from feedhandlers.replay import (MAX_ERRORS, ReplayError, order_rows, read_csv, read_file,
-                                 replay_file, replay_hdb)
+from feedhandlers.filefeed import (MAX_ERRORS, ReplayError, order_rows, read_csv, read_file,
+                                   replay_file, replay_hdb)
 from helpers import start_tp
 from schemas.codec import decode
 from schemas.registry import load_registry
@@ -88,7 +88,7 @@ def test_bad_rows_are_named_counted_and_skipped(tmp_path):
 def test_missing_column_is_an_error_and_nothing_is_read(tmp_path):
     p = tmp_path / "t.csv"
     p.write_text("time,sym,price\n1,A,1.0\n")
-    with pytest.raises(ReplayError, match=r"missing columns \['size'\]"):
+    with pytest.raises(ReplayError, match=r"missing columns \['size \(int64\)'\]"):
         read_csv(p, TRADE)
     with pytest.raises(ReplayError, match="no such file"):
         read_file(tmp_path / "nope.csv", TRADE)
