@@ -22,18 +22,27 @@ What is compared, and why it is fair:
 - Throughput: rows/s from the publisher's first send to the consumer holding (having decoded)
   the last row; both processes read CLOCK_MONOTONIC, which is shared across processes.
 - Latency: single-row messages at a fixed rate. The publisher writes `time.monotonic_ns()` into
-  the row's `time` column just before sending; the consumer takes the clock when a read returns
-  and subtracts each message's stamp. The publisher sleeps to the next slot (time.sleep, which is
-  precise to tens of us; asyncio's own timers round to 1 ms) and spins only the last 100 us, so
-  it does not take a whole core from the server on a 2-core box. Redis publishes with a plain
-  XADD per message; NATS with `publish_async` per message (acks gathered, never waited for before
-  the next slot). Percentiles leave out the first 5% of messages as warm-up, as
-  `ops.bench.latency` does for ours.
+  the row's `time` column just before it sends; the consumer reads the clock as its code takes
+  each message and subtracts the stamp. Pacing (`Pacer`): the publisher sleeps to each slot
+  (timer slack cut to 1 us, so a sleep ends within tens of us; asyncio's own timers round to
+  1 ms) and never spins, so it leaves the cores to the server and the consumer. Waking late
+  costs the system nothing (the stamp is taken at the send), and messages whose slots have
+  passed go out together, so the rate holds (the achieved rate is reported). Redis sends the due
+  XADDs in one pipeline round trip, most often one; NATS calls `publish_async` for each (acks
+  gathered, never waited for before the next slot). Percentiles leave out the first 5% of
+  messages as warm-up, as `ops.bench.latency` does for ours.
 - Exactly once: each run counts rows and sums `size` on both sides and refuses a figure whose
-  counts differ (`DeliveryError`). Latency rows carry their message number in `size`.
+  counts differ (`DeliveryError`); the consumer reads on for 0.1 s after the last row (not
+  timed) so late duplicates count. Latency rows carry their message number in `size`.
 
-`Peer(name)` starts the server once for several measurements; `throughput()`/`latency()` are
-one-shot wrappers; `available()` says which peers can run here and, if not, how to install them.
+API (the benches call these; a peer that cannot run here is named by `available()`):
+    available() -> {name: None | "why not, and the install command"}
+    with Peer(name) as p:                       # server started once, stopped by pid on exit
+        p.throughput(rows_per_msg, n_msgs)      # -> rows/s
+        p.latency(rate, n_msgs)                 # -> {"p50", "p99", "p999" (us), "rate" (achieved)}
+        p.deliver(rows_per_msg, n_msgs, rate=None) -> Delivery  # the run behind both, with counts
+    throughput(name, ...), latency(name, ...)   # one-shot: own server for one run
+    python -m ops.bench.peers                   # every figure, with progress
 """
 from __future__ import annotations
 
@@ -60,13 +69,14 @@ from schemas.codec import HEADER, columns, encode
 from schemas.registry import load_registry
 
 PEERS = ("redis", "nats")
-CLIENTS = {"redis": "redis", "nats": "nats"}  # import name of each peer's PyPI client
+CLIENTS = {"redis": ("redis", "redis"), "nats": ("nats", "nats-py")}  # (import name, PyPI name)
 PIP = 'pip install "tickstack[bench]"'
 _REDIS_COUNT = 1000        # XREAD COUNT
 _REDIS_PIPELINE = 1000     # XADDs per pipeline round trip (fewer for big messages)
 _PIPELINE_BYTES = 1 << 20
 _DISTINCT = 16             # distinct pre-encoded messages cycled through in a throughput run
 _STALL_S = 30.0            # a run with no progress for this long fails
+_LINGER_S = 0.1            # the consumer reads on this long after the last row, for duplicates
 _SIZE_COL, _TIME_COL = 3, 0
 _PR_SET_TIMERSLACK = 29
 
@@ -86,8 +96,9 @@ def available() -> dict[str, str | None]:
         missing = []
         if servers.binary(name) is None:
             missing.append(f"{servers.BINARIES[name]} (`{servers.INSTALL}`)")
-        if importlib.util.find_spec(CLIENTS[name]) is None:
-            missing.append(f"the Python client `{CLIENTS[name]}` (`{PIP}`)")
+        module, dist = CLIENTS[name]
+        if importlib.util.find_spec(module) is None:
+            missing.append(f"the Python client {dist} (`{PIP}`)")
         out[name] = f"{name} skipped: missing " + " and ".join(missing) if missing else None
     return out
 
@@ -164,6 +175,7 @@ class _Sink:
         self.size_sum = 0
         self.lat = np.empty(expected_rows if latency else 0, np.int64)
         self.latency = latency
+        self.done_at = 0.0  # CLOCK_MONOTONIC when the last expected row was decoded
 
     def take(self, buf: bytes) -> None:
         if self.latency:
@@ -174,13 +186,15 @@ class _Sink:
             self.lat[self.rows: self.rows + k] = now - cols[_TIME_COL][:k]
         self.rows += head.nrows
         self.size_sum += int(cols[_SIZE_COL].sum())
+        if not self.done_at and self.rows >= self.expected:
+            self.done_at = time.monotonic()
 
     @property
     def done(self) -> bool:
         return self.rows >= self.expected
 
 
-class _Pacer:
+class Pacer:
     """Slots every 1/rate s from the first call. `due()` sleeps until the next slot and says how
     many messages are due: more than one when the publisher woke or sent late, so the rate holds
     (natural batching) without spinning a core. Sends are stamped when they happen, so a late
@@ -234,7 +248,7 @@ def _redis_paced(address, key: str, rate: float, n: int, go, stamps) -> None:
     number = 0
     go.wait()
     stamps[0] = time.monotonic()
-    pacer = _Pacer(rate, n)
+    pacer = Pacer(rate, n)
     while pacer.left:
         for _ in range(pacer.due()):
             number += 1
@@ -251,8 +265,13 @@ def _redis_consume(address, key: str, sink: _Sink, ready, progress) -> None:
     r.ping()
     last = b"0-0"
     ready.set()
-    while not sink.done:
-        reply = r.xread({key: last}, count=_REDIS_COUNT, block=1000)
+    linger = None
+    while True:
+        if sink.done:
+            if linger is not None:
+                break
+            linger = int(_LINGER_S * 1000)  # one more read: a duplicate after the last row counts too
+        reply = r.xread({key: last}, count=_REDIS_COUNT, block=linger or 1000)
         if not reply:
             continue
         entries = reply[0][1]
@@ -343,7 +362,7 @@ def _nats_paced(address, key: str, rate: float, n: int, go, stamps) -> None:
         number = 0
         go.wait()
         stamps[0] = time.monotonic()
-        pacer = _Pacer(rate, n)
+        pacer = Pacer(rate, n)
         while pacer.left:
             # the pacer's blocking sleep holds the event loop; that is fine: what was published is
             # already on the socket, and acks wait in it until the yield below
@@ -367,17 +386,21 @@ def _nats_consume(address, key: str, sink: _Sink, ready, progress) -> None:
         js = nc.jetstream()
         _, subject = _nats_names(key)
         done = asyncio.Event()
+        seen = 0
 
         async def on_message(msg):
+            nonlocal seen
             sink.take(msg.data)
+            seen += 1
             if sink.done:
                 done.set()
-            elif sink.rows & 0x3FF == 0:
+            elif seen % 1024 == 0:
                 progress.value = sink.rows
 
         sub = await js.subscribe(subject, cb=on_message, ordered_consumer=True)
         ready.set()
         await done.wait()
+        await asyncio.sleep(_LINGER_S)  # a duplicate after the last row counts too
         progress.value = sink.rows
         await sub.unsubscribe()
         await nc.close()
@@ -399,7 +422,7 @@ def _consumer_main(peer: str, address, key: str, expected_rows: int, latency: bo
     try:
         sink = _Sink(expected_rows, latency)
         _PEER_CALLS[peer]["consume"](address, key, sink, ready, progress)
-        out.put(("done", time.monotonic(), sink.rows, sink.size_sum, sink.lat[:min(sink.rows, len(sink.lat))]))
+        out.put(("done", sink.done_at, sink.rows, sink.size_sum, sink.lat[:min(sink.rows, len(sink.lat))]))
     except BaseException as e:  # the parent must hear why, not wait for a stall
         out.put(("error", f"{peer} consumer: {type(e).__name__}: {e}"))
 
@@ -596,27 +619,35 @@ def main(argv=None) -> None:
     ap.add_argument("--rate", type=float, action="append", help="latency rates, msg/s (default 2000, 10000)")
     a = ap.parse_args(argv)
     rates = a.rate or [2_000.0, 10_000.0]
+    try:
+        _report(a.peer or PEERS, a.batched, a.single, rates, a.seconds)
+    except KeyboardInterrupt:
+        sys.exit("interrupted: bench processes and servers stopped")
+
+
+def _report(names, batched: int, single: int, rates: list[float], seconds: float) -> None:
     bar = sys.stderr.isatty()  # a live progress bar; in a log, a line as each run starts
-    for name in a.peer or PEERS:
+    for name in names:
         reason = available()[name]
         if reason:
             print(reason, flush=True)
             continue
         with Peer(name, progress=bar) as p:
             print(f"{name}: {p.describe()}; pid {p.pid} on 127.0.0.1:{p.server.port}", flush=True)
-            for rows, n in ((100, a.batched), (1, a.single)):
+            for rows, n in ((100, batched), (1, single)):
                 what = f"{name} {rows}-row messages, throughput ({n:,} messages)"
                 if not bar:
                     print(f"  running {what} ...", flush=True)
                 print(f"  {what:<52} {p.throughput(rows, n):>12,.0f} rows/s", flush=True)
             for rate in rates:
-                n = int(rate * a.seconds)
+                n = int(rate * seconds)
                 what = f"{name} latency at {rate:,.0f} msg/s ({n:,} messages)"
                 if not bar:
                     print(f"  running {what} ...", flush=True)
                 r = p.latency(rate, n)
                 print(f"  {what:<52} p50 {r['p50']:8.1f} us  p99 {r['p99']:8.1f} us  p999 {r['p999']:8.1f} us"
                       f"  (sent at {r['rate']:,.0f} msg/s)", flush=True)
+
 
 if __name__ == "__main__":
     main()

@@ -5,7 +5,7 @@ their files in a temp dir, and always stopped by pid.
 the process is started in its own session (a Ctrl-C in the terminal reaches the bench, not the
 server, so the bench decides how it stops), readiness is a real protocol exchange, and on the
 way out (normal exit, error or KeyboardInterrupt) it gets SIGTERM, then SIGKILL after a grace
-period, and is reaped. A server that fails to start raises `ServerError` with its log's tail.
+period, and is reaped; if the bench itself is killed, Linux kills the server (PDEATHSIG). A server that fails to start raises `ServerError` with its log's tail.
 
 Redis: AOF on with `appendfsync everysec` (the documented durable-and-fast setting), RDB
 snapshots off (`save ""`); everything else is Redis's default. NATS: JetStream on, its store in
@@ -14,6 +14,7 @@ the temp dir; streams are created by the client with file storage (`peers.py`).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import shutil
 import signal
@@ -84,6 +85,24 @@ def stop(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
+def _linux_prctl():
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _linux_prctl()  # looked up here: the child between fork and exec only calls it
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the server between fork and exec: Linux sends it SIGKILL if the bench dies without
+    running its cleanup (kill -9, OOM), so no server outlives the bench."""
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
 def _tail(path: Path, n: int = 1500) -> str:
     try:
         return path.read_text(errors="replace")[-n:]
@@ -112,7 +131,7 @@ def _start(name: str, argv: list[str], log: Path, ready) -> subprocess.Popen:
     """Start argv in its own session and wait until `ready()` is true; stopped again if not."""
     with open(log, "ab") as out:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+                                start_new_session=True, preexec_fn=_die_with_parent)
     try:
         end = time.monotonic() + _START_TIMEOUT
         while not ready():

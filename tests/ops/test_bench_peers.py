@@ -7,7 +7,7 @@ import multiprocessing as mp
 
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given, settings, strategies as st
 
 from ops.bench import peers, servers
 from ops.bench.ingest import messages
@@ -74,7 +74,8 @@ def test_an_unknown_peer_is_named():
         peers.Peer("kafka")
 
 
-@given(n=st.integers(1, 300), syms=st.lists(st.text(min_size=0, max_size=12), min_size=1, max_size=40),
+@settings(max_examples=40)
+@given(n=st.integers(1, 120), syms=st.lists(st.text(min_size=0, max_size=12), min_size=1, max_size=40),
        data=st.data())
 def test_column_offset_finds_the_same_values_the_codec_decodes(n, syms, data):
     reg = load_registry()
@@ -84,3 +85,29 @@ def test_column_offset_finds_the_same_values_the_codec_decodes(n, syms, data):
                                 "price": np.zeros(n), "size": sizes})
     assert (np.frombuffer(buf, "<i8", n, peers._column_offset(buf, 3)) == sizes).all()
     assert (np.frombuffer(buf, "<i8", n, peers._column_offset(buf, 0)) == times).all()
+
+
+@pytest.mark.skipif(bool(AVAILABLE["redis"]), reason=AVAILABLE["redis"] or "")
+def test_redis_runs_durable_with_aof_everysec_and_no_snapshots_on_loopback():
+    with peers.Peer("redis") as peer:
+        r = peers._redis_client((peer.server.host, peer.server.port))
+        settings_in_force = {k: r.config_get(k)[k] for k in ("appendonly", "appendfsync", "save", "bind")}
+        r.close()
+    assert settings_in_force == {"appendonly": "yes", "appendfsync": "everysec", "save": "", "bind": "127.0.0.1"}
+
+
+@pytest.mark.skipif(bool(AVAILABLE["nats"]), reason=AVAILABLE["nats"] or "")
+def test_nats_bench_streams_are_jetstream_file_storage():
+    import asyncio
+    from nats.js.api import StorageType
+
+    async def storage(address):
+        nc = await peers._nats_connect(address)
+        info = await nc.jetstream().stream_info(peers._nats_names("probe")[0])
+        await nc.close()
+        return info.config.storage
+
+    with peers.Peer("nats") as peer:
+        address = (peer.server.host, peer.server.port)
+        peers._nats_create(address, "probe")
+        assert asyncio.run(storage(address)) == StorageType.FILE
