@@ -5,7 +5,8 @@ their files in a temp dir, and always stopped by pid.
 the process is started in its own session (a Ctrl-C in the terminal reaches the bench, not the
 server, so the bench decides how it stops), readiness is a real protocol exchange, and on the
 way out (normal exit, error or KeyboardInterrupt) it gets SIGTERM, then SIGKILL after a grace
-period, and is reaped; if the bench itself is killed, Linux kills the server (PDEATHSIG). A server that fails to start raises `ServerError` with its log's tail.
+period, and is reaped; if the bench itself is killed, Linux kills the server (PDEATHSIG).
+A server that fails to start raises `ServerError` with its log's tail.
 
 Redis: AOF on with `appendfsync everysec` (the documented durable-and-fast setting), RDB
 snapshots off (`save ""`); everything else is Redis's default. NATS: JetStream on, its store in
