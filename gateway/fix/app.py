@@ -31,7 +31,8 @@ from typing import Callable, Iterable
 
 import quickfix as fix
 
-from gateway.fix.convert import MSG_SEQ_NUM, POSS_DUP, MessageError, from_fix, msg_type, reject_reason, to_fix
+from gateway.fix.convert import (MSG_SEQ_NUM, POSS_DUP, MessageError, fields_of, from_fields, msg_type,
+                                 reject_reason, to_fix)
 
 log = logging.getLogger("fix")
 
@@ -183,11 +184,10 @@ class FixApp(fix.Application):
                 self._reply(msg, sid, "j", UNSUPPORTED_MESSAGE_TYPE, None,
                             f"MsgType {kind} is not accepted here; this end takes {sorted(self.accepts)}")
                 return
-            header = msg.getHeader()
-            obj = from_fix(msg, venue=sid.getTargetCompID().getValue())
-            self.deliver(Received(sid.toString(), obj, _int_field(header, MSG_SEQ_NUM) or 0,
-                                  _field(header, POSS_DUP) == "Y",
-                                  reject_reason(msg) if kind == "8" else None))
+            fields = fields_of(msg)
+            obj = from_fields(fields, venue=sid.getTargetCompID().getValue())
+            self.deliver(Received(sid.toString(), obj, int(fields.get(MSG_SEQ_NUM, 0)),
+                                  fields.get(POSS_DUP) == "Y", reject_reason(fields) if kind == "8" else None))
             self.count("received")
         except MessageError as e:
             self.count("parse_errors")

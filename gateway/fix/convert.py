@@ -3,6 +3,7 @@
     to_fix(NewOrder | CancelOrder | ReplaceOrder | ExecReport | CancelReject, reject_reason=None)
         -> quickfix.Message (header 8/35 set; the session fills 49/56/34/52 when it sends)
     from_fix(message, venue="") -> the model object for 35 = D, F, G, 8 or 9
+    fields_of(message) -> {tag: value}; from_fields(fields, venue) (one parse, several uses)
 
 `from_fix` raises `MessageError` (and nothing else) when a field the model needs is missing
 or has a value the model cannot hold (side 5, a fractional quantity, a NaN price, a bad
@@ -21,10 +22,11 @@ prescribes for an unknown order, and read back as "".
 """
 from __future__ import annotations
 
-import calendar
+import datetime as _dt
 import math
 import time as _time
 
+import numpy as np
 import quickfix as fix
 
 from gateway.model import (CancelOrder, CancelReject, ExecReport, ExecType, NewOrder,
@@ -32,7 +34,6 @@ from gateway.model import (CancelOrder, CancelReject, ExecReport, ExecType, NewO
 
 BEGIN_STRING = "FIX.4.4"
 NONE_ID = "NONE"
-MSG_TYPES = {NewOrder: "D", CancelOrder: "F", ReplaceOrder: "G", ExecReport: "8", CancelReject: "9"}
 
 # tags
 ACCOUNT, AVG_PX, CL_ORD_ID, COMMISSION, COMM_TYPE, CUM_QTY, EXEC_ID = 1, 6, 11, 12, 13, 14, 17
@@ -53,12 +54,22 @@ class MessageError(ValueError):
 
 
 # -- values ---------------------------------------------------------------------------------
+_EPOCH_ORDINAL = _dt.date(1970, 1, 1).toordinal()
+_last_second: tuple[int, str] = (-1, "")       # format_time's cache: (second, "YYYYMMDD-HH:MM:SS")
+
+
 def format_time(ns: int) -> str:
     """ns since the epoch (UTC) -> FIX UTCTimestamp, with 3, 6 or 9 fractional digits."""
+    global _last_second
     if ns < 0:
         raise ValueError(f"time {ns} is before 1970; FIX timestamps cannot hold it")
     secs, frac = divmod(int(ns), 1_000_000_000)
-    head = _time.strftime("%Y%m%d-%H:%M:%S", _time.gmtime(secs))
+    cached = _last_second
+    if cached[0] == secs:
+        head = cached[1]
+    else:
+        head = _time.strftime("%Y%m%d-%H:%M:%S", _time.gmtime(secs))
+        _last_second = (secs, head)
     if frac % 1_000_000 == 0:
         return f"{head}.{frac // 1_000_000:03d}"
     if frac % 1_000 == 0:
@@ -66,16 +77,22 @@ def format_time(ns: int) -> str:
     return f"{head}.{frac:09d}"
 
 
-def parse_time(text: str, tag: int = TRANSACT_TIME) -> int:
+def parse_time(text: str, tag: int = 60) -> int:
     """FIX UTCTimestamp (YYYYMMDD-HH:MM:SS[.f...], up to 9 digits) -> ns since the epoch."""
     try:
-        head, _, frac = text.partition(".")
-        if len(head) != 17 or head[8] != "-" or (frac and (not frac.isdigit() or len(frac) > 9)):
+        if (len(text) < 17 or text[8] != "-" or text[11] != ":" or text[14] != ":"
+                or not (text[:8] + text[9:11] + text[12:14] + text[15:17]).isdigit()):
             raise ValueError
-        st = _time.strptime(head, "%Y%m%d-%H:%M:%S")
+        frac = text[18:]
+        if len(text) > 17 and (text[17] != "." or not frac.isdigit() or len(frac) > 9):
+            raise ValueError
+        h, mi, sec = int(text[9:11]), int(text[12:14]), int(text[15:17])
+        if h > 23 or mi > 59 or sec > 60:          # 60: a leap second, which FIX allows
+            raise ValueError
+        days = _dt.date(int(text[:4]), int(text[4:6]), int(text[6:8])).toordinal() - _EPOCH_ORDINAL
     except ValueError:
         raise MessageError(tag, f"{text!r} is not a UTCTimestamp (YYYYMMDD-HH:MM:SS.sss)") from None
-    return calendar.timegm(st) * 1_000_000_000 + (int(frac.ljust(9, "0")) if frac else 0)
+    return (((days * 24 + h) * 60 + mi) * 60 + sec) * 1_000_000_000 + (int(frac.ljust(9, "0")) if frac else 0)
 
 
 def format_price(px: float) -> str:
@@ -85,25 +102,49 @@ def format_price(px: float) -> str:
         raise ValueError(f"price {px} is not a finite number")
     text = repr(px)
     if "e" in text or "E" in text:
-        import numpy as np
         text = np.format_float_positional(px, unique=True, trim="-")
     elif text.endswith(".0"):
         text = text[:-2]
     return text
 
 
-def _get(msg: fix.FieldMap, tag: int) -> str:
-    if not msg.isSetField(tag):
+# DATA fields (length-prefixed) may hold SOH bytes, so a message with one is read field by field
+_DATA_TAGS = ("\x0189=", "\x0191=", "\x0196=", "\x01213=", "\x01355=")
+_HEADER_TAGS = (34, 35, 43, 49, 52, 56)
+_BODY_TAGS = (ACCOUNT, AVG_PX, CL_ORD_ID, COMMISSION, COMM_TYPE, CUM_QTY, EXEC_ID, LAST_PX, LAST_QTY, ORDER_ID,
+              ORDER_QTY, ORD_STATUS, ORD_TYPE, ORIG_CL_ORD_ID, PRICE, SIDE, SYMBOL, TEXT, TIF, TRANSACT_TIME,
+              CXL_REJ_REASON, ORD_REJ_REASON, EXEC_TYPE, LEAVES_QTY, CXL_REJ_RESPONSE_TO)
+
+
+def fields_of(msg: fix.Message) -> dict[int, str]:
+    """The fields of a message, header included, by tag: one call into quickfix instead of two
+    per field. Our order-flow messages have no repeating groups."""
+    text = msg.toString()
+    if any(t in text for t in _DATA_TAGS):
+        header = msg.getHeader()
+        out = {t: header.getField(t) for t in _HEADER_TAGS if header.isSetField(t)}
+        out.update({t: msg.getField(t) for t in _BODY_TAGS if msg.isSetField(t)})
+        return out
+    out = {}
+    for item in text.split("\x01"):
+        tag, _, value = item.partition("=")
+        if tag:
+            try:
+                out[int(tag)] = value
+            except ValueError:
+                raise MessageError(0, f"{item!r} is not a tag=value field") from None
+    return out
+
+
+def _get(f: dict, tag: int) -> str:
+    value = f.get(tag)
+    if value is None:
         raise MessageError(tag, "required field is missing", missing=True)
-    return msg.getField(tag)
+    return value
 
 
-def _opt(msg: fix.FieldMap, tag: int) -> str | None:
-    return msg.getField(tag) if msg.isSetField(tag) else None
-
-
-def _enum(enum, msg, tag: int, default=None):
-    raw = _opt(msg, tag) if default is not None else _get(msg, tag)
+def _enum(enum, f: dict, tag: int, default=None):
+    raw = f.get(tag) if default is not None else _get(f, tag)
     if raw is None:
         return default
     try:
@@ -113,8 +154,8 @@ def _enum(enum, msg, tag: int, default=None):
         raise MessageError(tag, f"{enum.__name__} {raw!r} is not supported; use one of {allowed}") from None
 
 
-def _qty(msg, tag: int, required: bool = True) -> int:
-    raw = _get(msg, tag) if required else _opt(msg, tag)
+def _qty(f: dict, tag: int, required: bool = True) -> int:
+    raw = _get(f, tag) if required else f.get(tag)
     if raw is None:
         return 0
     try:
@@ -130,8 +171,8 @@ def _qty(msg, tag: int, required: bool = True) -> int:
     return int(value)
 
 
-def _px(msg, tag: int, required: bool = False) -> float | None:
-    raw = _get(msg, tag) if required else _opt(msg, tag)
+def _px(f: dict, tag: int, required: bool = False) -> float | None:
+    raw = _get(f, tag) if required else f.get(tag)
     if raw is None:
         return None
     try:
@@ -143,8 +184,8 @@ def _px(msg, tag: int, required: bool = False) -> float | None:
     return value
 
 
-def _int(msg, tag: int, default: int) -> int:
-    raw = _opt(msg, tag)
+def _int(f: dict, tag: int, default: int) -> int:
+    raw = f.get(tag)
     if raw is None:
         return default
     try:
@@ -153,13 +194,13 @@ def _int(msg, tag: int, default: int) -> int:
         raise MessageError(tag, f"{raw!r} is not an integer") from None
 
 
-def _time_of(msg, tag: int = TRANSACT_TIME, required: bool = True) -> int:
-    raw = _get(msg, tag) if required else _opt(msg, tag)
+def _time_of(f: dict, tag: int = TRANSACT_TIME, required: bool = True) -> int:
+    raw = _get(f, tag) if required else f.get(tag)
     return 0 if raw is None else parse_time(raw, tag)
 
 
-def _order_id(msg, required: bool) -> str:
-    raw = _get(msg, ORDER_ID) if required else _opt(msg, ORDER_ID)
+def _order_id(f: dict, required: bool) -> str:
+    raw = _get(f, ORDER_ID) if required else f.get(ORDER_ID)
     return "" if raw is None or raw == NONE_ID else raw
 
 
@@ -169,121 +210,95 @@ def msg_type(msg: fix.Message) -> str:
 
 
 # -- model -> FIX ---------------------------------------------------------------------------
-def _message(kind: str) -> fix.Message:
-    msg = fix.Message()
-    header = msg.getHeader()
-    header.setField(8, BEGIN_STRING)
-    header.setField(MSG_TYPE, kind)
-    return msg
+def _message(kind: str, fields: list[tuple[int, str]]) -> fix.Message:
+    """One quickfix message from (tag, value) pairs, built as one string: quickfix parses it
+    once, and recomputes BodyLength and CheckSum when the session sends it."""
+    parts = [f"8={BEGIN_STRING}\x019=0\x0135={kind}\x01"]
+    for tag, value in fields:
+        if "\x01" in value:
+            raise ValueError(f"tag {tag}: value {value!r} contains the FIX field delimiter SOH")
+        if not value:
+            raise ValueError(f"tag {tag}: FIX fields cannot be empty")
+        parts.append(f"{tag}={value}\x01")
+    parts.append("10=000\x01")
+    return fix.Message("".join(parts), False)
 
 
-def _set(msg: fix.Message, tag: int, value: str) -> None:
-    if "\x01" in value:
-        raise ValueError(f"tag {tag}: value {value!r} contains the FIX field delimiter SOH")
-    msg.setField(tag, value)
-
-
-def _set_id(msg, tag: int, value: str, what: str) -> None:
+def _id(value: str, tag: int, what: str) -> tuple[int, str]:
     if not value:
         raise ValueError(f"{what} is empty; FIX requires tag {tag}")
-    _set(msg, tag, value)
+    return (tag, value)
 
 
 def _new_order(o: NewOrder) -> fix.Message:
-    m = _message("D")
-    _set_id(m, CL_ORD_ID, o.cl_ord_id, "cl_ord_id")
+    f = [_id(o.cl_ord_id, CL_ORD_ID, "cl_ord_id")]
     if o.account:
-        _set(m, ACCOUNT, o.account)
-    _set_id(m, SYMBOL, o.sym, "sym")
-    _set(m, SIDE, Side(o.side).value)
-    _set(m, TRANSACT_TIME, format_time(o.time))
-    _set(m, ORDER_QTY, str(int(o.qty)))
-    _set(m, ORD_TYPE, OrdType(o.ord_type).value)
+        f.append((ACCOUNT, o.account))
+    f += [_id(o.sym, SYMBOL, "sym"), (SIDE, Side(o.side).value), (TRANSACT_TIME, format_time(o.time)),
+          (ORDER_QTY, str(int(o.qty))), (ORD_TYPE, OrdType(o.ord_type).value)]
     if o.price is not None:
-        _set(m, PRICE, format_price(o.price))
-    _set(m, TIF, TimeInForce(o.tif).value)
-    return m
+        f.append((PRICE, format_price(o.price)))
+    f.append((TIF, TimeInForce(o.tif).value))
+    return _message("D", f)
 
 
 def _cancel(o: CancelOrder) -> fix.Message:
-    m = _message("F")
-    _set_id(m, ORIG_CL_ORD_ID, o.orig_cl_ord_id, "orig_cl_ord_id")
+    f = [_id(o.orig_cl_ord_id, ORIG_CL_ORD_ID, "orig_cl_ord_id")]
     if o.order_id:
-        _set(m, ORDER_ID, o.order_id)
-    _set_id(m, CL_ORD_ID, o.cl_ord_id, "cl_ord_id")
-    _set_id(m, SYMBOL, o.sym, "sym")
-    _set(m, SIDE, Side(o.side).value)
-    _set(m, TRANSACT_TIME, format_time(o.time))
-    _set(m, ORDER_QTY, str(int(o.qty)))
-    return m
+        f.append((ORDER_ID, o.order_id))
+    f += [_id(o.cl_ord_id, CL_ORD_ID, "cl_ord_id"), _id(o.sym, SYMBOL, "sym"), (SIDE, Side(o.side).value),
+          (TRANSACT_TIME, format_time(o.time)), (ORDER_QTY, str(int(o.qty)))]
+    return _message("F", f)
 
 
 def _replace(o: ReplaceOrder) -> fix.Message:
-    m = _message("G")
-    if o.order_id:
-        _set(m, ORDER_ID, o.order_id)
-    _set_id(m, ORIG_CL_ORD_ID, o.orig_cl_ord_id, "orig_cl_ord_id")
-    _set_id(m, CL_ORD_ID, o.cl_ord_id, "cl_ord_id")
-    _set_id(m, SYMBOL, o.sym, "sym")
-    _set(m, SIDE, Side(o.side).value)
-    _set(m, TRANSACT_TIME, format_time(o.time))
-    _set(m, ORDER_QTY, str(int(o.qty)))
-    _set(m, ORD_TYPE, OrdType(o.ord_type).value)
+    f = [(ORDER_ID, o.order_id)] if o.order_id else []
+    f += [_id(o.orig_cl_ord_id, ORIG_CL_ORD_ID, "orig_cl_ord_id"), _id(o.cl_ord_id, CL_ORD_ID, "cl_ord_id"),
+          _id(o.sym, SYMBOL, "sym"), (SIDE, Side(o.side).value), (TRANSACT_TIME, format_time(o.time)),
+          (ORDER_QTY, str(int(o.qty))), (ORD_TYPE, OrdType(o.ord_type).value)]
     if o.price is not None:
-        _set(m, PRICE, format_price(o.price))
-    _set(m, TIF, TimeInForce(o.tif).value)
-    return m
+        f.append((PRICE, format_price(o.price)))
+    f.append((TIF, TimeInForce(o.tif).value))
+    return _message("G", f)
 
 
 def _exec_report(r: ExecReport, reject_reason: int | None) -> fix.Message:
     if OrdStatus(r.ord_status) is OrdStatus.REPLACED:
         raise ValueError("OrdStatus 5 (replaced) does not exist in FIX 4.4: a replace is "
                          "reported with ExecType 5 and the order's current status (new, partially filled)")
-    m = _message("8")
-    _set(m, ORDER_ID, r.order_id or NONE_ID)
+    f = [(ORDER_ID, r.order_id or NONE_ID)]
     if r.cl_ord_id:
-        _set(m, CL_ORD_ID, r.cl_ord_id)
+        f.append((CL_ORD_ID, r.cl_ord_id))
     if r.orig_cl_ord_id:
-        _set(m, ORIG_CL_ORD_ID, r.orig_cl_ord_id)
-    _set_id(m, EXEC_ID, r.exec_id, "exec_id")
-    _set(m, EXEC_TYPE, ExecType(r.exec_type).value)
-    _set(m, ORD_STATUS, OrdStatus(r.ord_status).value)
+        f.append((ORIG_CL_ORD_ID, r.orig_cl_ord_id))
+    f += [_id(r.exec_id, EXEC_ID, "exec_id"), (EXEC_TYPE, ExecType(r.exec_type).value),
+          (ORD_STATUS, OrdStatus(r.ord_status).value)]
     if reject_reason is not None:
-        _set(m, ORD_REJ_REASON, str(int(reject_reason)))
-    _set_id(m, SYMBOL, r.sym, "sym")
-    _set(m, SIDE, Side(r.side).value)
-    _set(m, ORDER_QTY, str(int(r.order_qty)))
+        f.append((ORD_REJ_REASON, str(int(reject_reason))))
+    f += [_id(r.sym, SYMBOL, "sym"), (SIDE, Side(r.side).value), (ORDER_QTY, str(int(r.order_qty)))]
     if r.price is not None:
-        _set(m, PRICE, format_price(r.price))
+        f.append((PRICE, format_price(r.price)))
     if r.exec_type is ExecType.TRADE:
-        _set(m, LAST_QTY, str(int(r.last_qty)))
-        _set(m, LAST_PX, format_price(r.last_px))
-    _set(m, LEAVES_QTY, str(int(r.leaves_qty)))
-    _set(m, CUM_QTY, str(int(r.cum_qty)))
-    _set(m, AVG_PX, format_price(r.avg_px))
-    _set(m, TRANSACT_TIME, format_time(r.time))
+        f += [(LAST_QTY, str(int(r.last_qty))), (LAST_PX, format_price(r.last_px))]
+    f += [(LEAVES_QTY, str(int(r.leaves_qty))), (CUM_QTY, str(int(r.cum_qty))), (AVG_PX, format_price(r.avg_px)),
+          (TRANSACT_TIME, format_time(r.time))]
     if r.fee:
-        _set(m, COMMISSION, format_price(r.fee))
-        _set(m, COMM_TYPE, COMM_ABSOLUTE)
+        f += [(COMMISSION, format_price(r.fee)), (COMM_TYPE, COMM_ABSOLUTE)]
     if r.text:
-        _set(m, TEXT, r.text)
-    return m
+        f.append((TEXT, r.text))
+    return _message("8", f)
 
 
 def _cancel_reject(r: CancelReject) -> fix.Message:
     if r.response_to not in ("1", "2"):
         raise ValueError(f"response_to {r.response_to!r}: FIX 434 is '1' (cancel) or '2' (replace)")
-    m = _message("9")
-    _set(m, ORDER_ID, r.order_id or NONE_ID)
-    _set_id(m, CL_ORD_ID, r.cl_ord_id, "cl_ord_id")
-    _set_id(m, ORIG_CL_ORD_ID, r.orig_cl_ord_id, "orig_cl_ord_id")
-    _set(m, ORD_STATUS, OrdStatus(r.ord_status).value)
-    _set(m, TRANSACT_TIME, format_time(r.time))
-    _set(m, CXL_REJ_RESPONSE_TO, r.response_to)
-    _set(m, CXL_REJ_REASON, str(int(r.reason)))
+    f = [(ORDER_ID, r.order_id or NONE_ID), _id(r.cl_ord_id, CL_ORD_ID, "cl_ord_id"),
+         _id(r.orig_cl_ord_id, ORIG_CL_ORD_ID, "orig_cl_ord_id"), (ORD_STATUS, OrdStatus(r.ord_status).value),
+         (TRANSACT_TIME, format_time(r.time)), (CXL_REJ_RESPONSE_TO, r.response_to),
+         (CXL_REJ_REASON, str(int(r.reason)))]
     if r.text:
-        _set(m, TEXT, r.text)
-    return m
+        f.append((TEXT, r.text))
+    return _message("9", f)
 
 
 def to_fix(obj, reject_reason: int | None = None) -> fix.Message:
@@ -303,20 +318,20 @@ def to_fix(obj, reject_reason: int | None = None) -> fix.Message:
 
 
 # -- FIX -> model ---------------------------------------------------------------------------
-def _parse_new(m) -> NewOrder:
+def _parse_new(m: dict) -> NewOrder:
     return NewOrder(cl_ord_id=_get(m, CL_ORD_ID), sym=_get(m, SYMBOL), side=_enum(Side, m, SIDE),
                     qty=_qty(m, ORDER_QTY), ord_type=_enum(OrdType, m, ORD_TYPE), price=_px(m, PRICE),
-                    tif=_enum(TimeInForce, m, TIF, TimeInForce.DAY), account=_opt(m, ACCOUNT) or "",
+                    tif=_enum(TimeInForce, m, TIF, TimeInForce.DAY), account=m.get(ACCOUNT, ""),
                     time=_time_of(m))
 
 
-def _parse_cancel(m) -> CancelOrder:
+def _parse_cancel(m: dict) -> CancelOrder:
     return CancelOrder(cl_ord_id=_get(m, CL_ORD_ID), orig_cl_ord_id=_get(m, ORIG_CL_ORD_ID),
                        sym=_get(m, SYMBOL), side=_enum(Side, m, SIDE), qty=_qty(m, ORDER_QTY),
                        order_id=_order_id(m, False), time=_time_of(m))
 
 
-def _parse_replace(m) -> ReplaceOrder:
+def _parse_replace(m: dict) -> ReplaceOrder:
     return ReplaceOrder(cl_ord_id=_get(m, CL_ORD_ID), orig_cl_ord_id=_get(m, ORIG_CL_ORD_ID),
                         sym=_get(m, SYMBOL), side=_enum(Side, m, SIDE), qty=_qty(m, ORDER_QTY),
                         price=_px(m, PRICE), ord_type=_enum(OrdType, m, ORD_TYPE),
@@ -324,56 +339,58 @@ def _parse_replace(m) -> ReplaceOrder:
                         order_id=_order_id(m, False), time=_time_of(m))
 
 
-def _parse_exec_report(m, venue: str) -> ExecReport:
+def _parse_exec_report(m: dict, venue: str) -> ExecReport:
     exec_type = _enum(ExecType, m, EXEC_TYPE)
     trade = exec_type is ExecType.TRADE
     fee = _px(m, COMMISSION) or 0.0
-    if fee and _opt(m, COMM_TYPE) not in (None, COMM_ABSOLUTE):
+    if fee and m.get(COMM_TYPE) not in (None, COMM_ABSOLUTE):
         raise MessageError(COMM_TYPE, "only absolute commissions (13=3) are understood")
     status = _enum(OrdStatus, m, ORD_STATUS)
     if status is OrdStatus.REPLACED:
         raise MessageError(ORD_STATUS, "OrdStatus 5 is not FIX 4.4; report the order's current status")
-    return ExecReport(cl_ord_id=_opt(m, CL_ORD_ID) or "", order_id=_order_id(m, True),
+    return ExecReport(cl_ord_id=m.get(CL_ORD_ID, ""), order_id=_order_id(m, True),
                       exec_id=_get(m, EXEC_ID), exec_type=exec_type, ord_status=status,
                       sym=_get(m, SYMBOL), side=_enum(Side, m, SIDE),
                       order_qty=_qty(m, ORDER_QTY, required=False),
                       last_qty=_qty(m, LAST_QTY, required=trade),
                       last_px=_px(m, LAST_PX, required=trade) or 0.0,
                       leaves_qty=_qty(m, LEAVES_QTY), cum_qty=_qty(m, CUM_QTY),
-                      avg_px=_px(m, AVG_PX, required=True), orig_cl_ord_id=_opt(m, ORIG_CL_ORD_ID) or "",
-                      price=_px(m, PRICE), text=_opt(m, TEXT) or "", venue=venue, fee=fee,
+                      avg_px=_px(m, AVG_PX, required=True), orig_cl_ord_id=m.get(ORIG_CL_ORD_ID, ""),
+                      price=_px(m, PRICE), text=m.get(TEXT, ""), venue=venue, fee=fee,
                       time=_time_of(m, required=False))
 
 
-def _parse_cancel_reject(m, venue: str) -> CancelReject:
+def _parse_cancel_reject(m: dict, venue: str) -> CancelReject:
     response_to = _get(m, CXL_REJ_RESPONSE_TO)
     if response_to not in ("1", "2"):
         raise MessageError(CXL_REJ_RESPONSE_TO, f"{response_to!r} is not 1 (cancel) or 2 (replace)")
     return CancelReject(cl_ord_id=_get(m, CL_ORD_ID), orig_cl_ord_id=_get(m, ORIG_CL_ORD_ID),
                         order_id=_order_id(m, True), ord_status=_enum(OrdStatus, m, ORD_STATUS),
                         response_to=response_to, reason=_int(m, CXL_REJ_REASON, 99),
-                        text=_opt(m, TEXT) or "", venue=venue, time=_time_of(m, required=False))
+                        text=m.get(TEXT, ""), venue=venue, time=_time_of(m, required=False))
+
+
+_PARSERS = {"D": lambda m, v: _parse_new(m), "F": lambda m, v: _parse_cancel(m),
+            "G": lambda m, v: _parse_replace(m), "8": _parse_exec_report, "9": _parse_cancel_reject}
+
+
+def from_fields(fields: dict[int, str], venue: str = ""):
+    """The model object for an order-flow message given as `fields_of` returns it."""
+    kind = fields.get(MSG_TYPE, "")
+    parse = _PARSERS.get(kind)
+    if parse is None:
+        raise MessageError(MSG_TYPE, f"message type {kind!r} is not part of the order flow (D F G 8 9)")
+    return parse(fields, venue)
 
 
 def from_fix(msg: fix.Message, venue: str = ""):
     """The model object for an order-flow message; MessageError if it cannot be one."""
-    kind = msg_type(msg)
-    if kind == "D":
-        return _parse_new(msg)
-    if kind == "F":
-        return _parse_cancel(msg)
-    if kind == "G":
-        return _parse_replace(msg)
-    if kind == "8":
-        return _parse_exec_report(msg, venue)
-    if kind == "9":
-        return _parse_cancel_reject(msg, venue)
-    raise MessageError(MSG_TYPE, f"message type {kind!r} is not part of the order flow (D F G 8 9)")
+    return from_fields(fields_of(msg), venue)
 
 
-def reject_reason(msg: fix.Message) -> int | None:
+def reject_reason(fields: dict[int, str]) -> int | None:
     """OrdRejReason (103) of an ExecutionReport, when present (the model keeps only text)."""
-    raw = _opt(msg, ORD_REJ_REASON)
+    raw = fields.get(ORD_REJ_REASON)
     try:
         return None if raw is None else int(raw)
     except ValueError:

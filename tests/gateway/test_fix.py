@@ -156,6 +156,13 @@ def test_a_message_the_model_cannot_hold_raises_message_error_naming_the_tag(tag
     assert e.value.tag == tag and e.value.missing is missing and str(tag) in str(e.value)
 
 
+def test_a_data_field_holding_the_delimiter_does_not_confuse_parsing():
+    msg = fix.Message(GOOD, DD, False)
+    msg.setField(354, "5")
+    msg.setField(355, "a\x01b=c")
+    assert from_fix(received(msg.toString())) == from_fix(fix.Message(GOOD, DD, False))
+
+
 @given(drop=st.sets(st.sampled_from([11, 55, 54, 38, 40, 44, 59, 60, 1])),
        garble=st.dictionaries(st.sampled_from([11, 55, 54, 38, 40, 44, 59, 60]),
                               st.text(st.characters(min_codepoint=33, max_codepoint=126), min_size=1, max_size=12),
