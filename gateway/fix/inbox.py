@@ -53,10 +53,10 @@ class Inbox:
         except IndexError:
             pass
         if self._items:                # left some for next time: stay readable
-            self.put_wake()
+            self._wake()
         return out
 
-    def put_wake(self) -> None:
+    def _wake(self) -> None:
         try:
             os.write(self._w, b"\0")
         except (BlockingIOError, OSError):
