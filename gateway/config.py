@@ -3,10 +3,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 
 from gateway.matching import FillModel
-from schemas.settings import Settings
+from schemas.settings import Settings, StackSettings
+from tickerplant.config import TickerplantSettings
 
 _COMP_ID = r"^[A-Za-z0-9_.-]+$"
 
@@ -43,3 +44,35 @@ class VenueSettings(Settings):
                          taker_fee_per_share=self.taker_fee_per_share, maker_fee_bps=self.maker_fee_bps,
                          maker_fee_per_share=self.maker_fee_per_share,
                          latency_ns=round(self.latency_ms * 1_000_000))
+
+
+# The stack's two simulated venues by default: A is the deeper, dearer one; B shows half the
+# size a touch wider and cheaper, and answers a little later, so routing has a real choice.
+DEFAULT_VENUES = {
+    "A": VenueSettings(name="A", port=5301, display_fraction=1.0, taker_fee_bps=0.30,
+                       maker_fee_bps=-0.20, latency_ms=0.2),
+    "B": VenueSettings(name="B", port=5302, price_offset_bps=0.5, display_fraction=0.5,
+                       taker_fee_bps=0.10, maker_fee_bps=-0.05, latency_ms=0.5),
+}
+
+
+def venues_by_name(value: dict) -> dict:
+    """`[venues.X]` tables: each venue is named by its key (a `name` inside must agree)."""
+    out = {}
+    for key, v in (value or {}).items():
+        v = dict(v) if isinstance(v, dict) else v.model_dump()
+        if v.setdefault("name", key) != key:
+            raise ValueError(f"venues.{key}.name is {v['name']!r}; a venue is named by its key")
+        out[key] = v
+    return out
+
+
+# the `venues` field of any config: a table of venues keyed by name (default: A and B)
+Venues = Annotated[dict[str, VenueSettings], BeforeValidator(venues_by_name),
+                   Field(default_factory=lambda: dict(DEFAULT_VENUES))]
+
+
+class VenueConfig(StackSettings):
+    """What `python -m gateway.venue --name X` reads: `[venues.X]` and the TP's endpoints."""
+    tickerplant: TickerplantSettings = TickerplantSettings()
+    venues: Venues

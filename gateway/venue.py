@@ -223,7 +223,7 @@ class Venue:
                 log.exception("sending a report to %s failed", r.session)
 
 
-def subscribe_quotes(venue: Venue, cfg) -> Callable[[], None]:
+def subscribe_quotes(venue: Venue, tp) -> Callable[[], None]:
     """Feed `venue` the tickerplant's quote table from a thread (the whole day, then live);
     returns a function that stops it. The only place the venue knows the subscriber API."""
     from tickerplant.subscriber import Subscriber, Update
@@ -232,7 +232,7 @@ def subscribe_quotes(venue: Venue, cfg) -> Callable[[], None]:
     def follow():
         while not state["stopped"]:
             try:
-                state["sub"] = sub = Subscriber(cfg, tables=["quote"])
+                state["sub"] = sub = Subscriber(tp, tables=["quote"])
                 for ev in sub:
                     if isinstance(ev, Update):
                         venue.on_quote_batch(ev.batch)
@@ -251,28 +251,30 @@ def subscribe_quotes(venue: Venue, cfg) -> Callable[[], None]:
 
 
 def settings_for(cfg, name: str) -> VenueSettings:
-    """This venue's settings from the stack config (a `venues` table keyed by name, once the
-    config has one), else the defaults under `name`."""
-    venues = getattr(cfg, "venues", None) or {}
-    found = venues.get(name) if isinstance(venues, dict) else None
-    return found if found is not None else VenueSettings(name=name)
+    """This venue's settings from the config's `[venues.<name>]`; an unknown name is an error
+    naming the configured ones."""
+    if name not in cfg.venues:
+        raise SystemExit(f"gateway.venue: no venue {name!r} in the config; configured: "
+                         f"{sorted(cfg.venues)} (add a [venues.{name}] table)")
+    return cfg.venues[name]
 
 
 def main(argv=None) -> None:
-    from ops.process import boot, on_term
+    from gateway.config import VenueConfig
+    from schemas.process import boot, on_term
 
     def flags(ap):
         ap.add_argument("--name", required=True, help="venue name (its settings: venues.<name>)")
         ap.add_argument("--port", type=int, help="FIX port, instead of the configured one")
         ap.add_argument("--no-quotes", action="store_true", help="do not subscribe to the tickerplant")
-    cfg, args = boot("gateway.venue", argv, flags)
+    cfg, args = boot("gateway.venue", VenueConfig, argv, flags)
     settings = settings_for(cfg, args.name)
     if args.port:
         settings = VenueSettings(**{**settings.model_dump(), "port": args.port})
     venue = Venue(settings, cfg.root / "fix" / f"venue-{settings.name}")
     on_term(venue.stop)
     venue.start()
-    stop_quotes = None if args.no_quotes else subscribe_quotes(venue, cfg)
+    stop_quotes = None if args.no_quotes else subscribe_quotes(venue, cfg.tickerplant)
     try:
         venue.run()
     finally:

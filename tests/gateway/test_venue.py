@@ -341,12 +341,12 @@ def test_connections_from_other_addresses_than_loopback_are_refused(tmp_path):
 
 
 # -- the process -------------------------------------------------------------------------------------
-def test_the_venue_process_fills_against_quotes_from_the_tickerplant(stack):
+def test_the_venue_process_fills_against_quotes_from_the_tickerplant(make_stack):
     import numpy as np
     from helpers import send, start_tp, wait_for
-    cfg, procs = stack
-    start_tp(cfg, procs)
     port = free_port()
+    cfg, procs = make_stack(**{"venues.P": {"port": port}})
+    start_tp(cfg, procs)
     proc = procs.start("gateway.venue", "--name", "P", "--port", str(port), name="venue")
     gw = None
     try:
@@ -380,11 +380,11 @@ def _listening(port: int) -> bool:
         return False
 
 
-def test_a_venue_killed_with_kill9_comes_back_with_its_sequence_numbers(stack):
+def test_a_venue_killed_with_kill9_comes_back_with_its_sequence_numbers(make_stack):
     """The file store: after kill -9 and a restart, the client's session reconnects by itself
     and continues its sequence numbers (no reset), so nothing sent before is replayed or lost."""
-    cfg, procs = stack
     port = free_port()
+    cfg, procs = make_stack(**{"venues.K": {"port": port}})
     args = ("--name", "K", "--port", str(port), "--no-quotes")
     procs.start("gateway.venue", *args, name="venue")
     gw = None
