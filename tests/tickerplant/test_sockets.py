@@ -310,10 +310,16 @@ def test_anything_on_any_socket_is_survived_while_a_good_feed_flows(stack, good_
         sock_type = {"req": zmq.REQ, "dealer_envelope": zmq.DEALER, "dealer_bare": zmq.DEALER}[kind]
         if target == "pub":
             sock_type = zmq.XSUB  # the only thing that can talk to a PUB: subscriptions
+        fits = all(len(f) <= MAX_BYTES for f in frames)
+        if not fits:
+            # alone: libzmq 4.3.5 can abort the *sending* process when the peer drops it in the
+            # middle of a multipart message that is being closed (zeromq/libzmq#3442)
+            frames = [max(frames, key=len)]
+        elif kind == "dealer_envelope" and target != "pub":
+            frames = [b"", *frames]
         s = _sock(sock_type, ep)
         try:
-            s.send_multipart([b"", *frames] if kind == "dealer_envelope" and target != "pub" else frames)
-            fits = all(len(f) <= MAX_BYTES for f in frames)
+            s.send_multipart(frames)
             if target in answered and kind in ("req", "dealer_envelope") and fits:
                 assert s.poll(10_000), f"no reply from {target} to {frames!r:.200}"
                 reply = s.recv_multipart()
