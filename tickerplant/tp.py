@@ -169,7 +169,10 @@ class Tickerplant:
 
     def _grow_pub(self, cost: int) -> None:
         """A message of `cost` bytes is about to be published and exceeds the class: grow the
-        class and rebind, so that no existing queue (sized for smaller messages) takes it."""
+        class and rebind, so that no existing queue (sized for smaller messages) takes it.
+        Known libzmq 4.3.5 race (zeromq/libzmq#3442): a subscriber connection that breaks in the
+        few ms while the unbind tears it down, in the middle of a multipart message, can trip an
+        assertion; rebinds are rare (once per size class) to keep that window negligible."""
         old = self.pub_class
         self.pub_class = 1 << (cost - 1).bit_length()
         hwm = self.pub_hwm()
