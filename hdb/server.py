@@ -37,7 +37,7 @@ import zmq
 from hdb.config import HdbSettings
 from hdb.sql import Engine, QueryError, Result
 from tickerplant.protocol import Unreachable, request
-from tickerplant.tp import split_envelope
+from tickerplant.protocol import split_envelope
 
 log = logging.getLogger(__name__)
 MAX_REQUEST = HdbSettings.model_fields["max_request_bytes"].default
@@ -200,7 +200,7 @@ class QueryServer:
         """The reply frames for one request; never raises."""
         try:
             sql = parse_request(frames)
-            res = self.engine.query(sql)
+            res = self.engine.query(sql, allow_truncated=True)  # the reply says it was cut
             body = encode_table(res.table)
             meta = json.dumps({"rows": res.table.num_rows, "truncated": res.truncated,
                                "ms": round(res.ms, 3)}).encode()

@@ -51,7 +51,7 @@ from tickerplant import protocol as p
 from tickerplant.clock import Clock
 from tickerplant.config import EodSettings, TickerplantConfig, TickerplantSettings
 from tickerplant.log import LogWriter, is_control
-from tickerplant.protocol import NOBLOCK, SNDMORE, topic
+from tickerplant.protocol import NOBLOCK, SNDMORE, split_envelope, topic
 
 log = logging.getLogger("tickerplant")
 
@@ -439,12 +439,3 @@ def _parse(body: list[bytes], registry: Registry) -> tuple[str, list[str] | None
     if not isinstance(token, str):
         raise ValueError("\"token\" must be a string")
     return req["cmd"], tables, token
-
-
-def split_envelope(frames: list) -> tuple[list | None, list]:
-    """(envelope, body) of a message a ROUTER received from a REQ-speaking peer: the envelope is
-    the routing ids up to and including the first empty frame. (None, frames) without one."""
-    for i in range(1, len(frames)):
-        if not len(frames[i]):
-            return frames[: i + 1], frames[i + 1:]
-    return None, frames
