@@ -17,6 +17,7 @@ row count: the per-row checks (offsets, codes, utf-8) are single numpy/C calls.
 """
 from __future__ import annotations
 
+import operator
 import struct
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -221,6 +222,107 @@ def _offsets(buf, start: int, count: int, datalen: int, what: str) -> None:
 
 def validate(buf: bytes | memoryview, registry: Registry) -> Header:
     """Check a message fully against its table's schema; raise CodecError saying what is wrong."""
+    return Header(*check(buf, registry))
+
+
+def check(buf: bytes | memoryview, registry: Registry) -> tuple[str, int, int, int]:
+    """`validate`, returning (table, nrows, feed, fseq): the tickerplant's per-message path.
+
+    Tables of fixed-width columns and one symbol column (trade, quote, ...) take a fast path of
+    a dozen Python operations for the whole message, whatever its rows: the section lengths are
+    compared at once with the ones `nrows` implies, and a one-sym section is checked without
+    numpy. Anything it does not accept outright goes through the full check, which accepts or
+    raises exactly as before, so both paths accept the same messages."""
+    if len(buf) >= HEADER.size:
+        magic, version, ncols, tlen, nrows, feed, fseq = HEADER.unpack_from(buf)
+        if magic == MAGIC and version == VERSION:
+            schema = registry.get_bytes(bytes(buf[HEADER.size: HEADER.size + tlen]))
+            if schema is not None:
+                fast = _fast_check(schema)
+                if fast is not None and fast.accepts(buf, ncols, tlen, nrows):
+                    return schema.name, nrows, feed, fseq
+    h = _validate(buf, registry)
+    return h.table, h.nrows, h.feed, h.fseq
+
+
+class _FastCheck:
+    """The fast path of `check` for one schema: `time`, `sym`, then fixed-width columns (no
+    bool: its values need a look). Says True only for a message `_validate` accepts."""
+
+    def __init__(self, schema: Schema):
+        self.schema = schema
+        self.ncols = len(schema.plan)
+        self.lengths = _lengths(self.ncols)
+        fixed = [i for i, (_, _, item) in enumerate(schema.plan) if item]
+        self.items = [schema.plan[i][2] for i in fixed]
+        self.fixed = operator.itemgetter(*fixed)
+        self.by_rows: dict[int, tuple] = {}     # nrows -> (fixed lengths, their padded total)
+
+    def expected(self, nrows: int) -> tuple:
+        e = self.by_rows.get(nrows)
+        if e is None:
+            lens = [nrows * it for it in self.items]
+            e = (tuple(lens) if len(lens) > 1 else lens[0], sum(n + _pad(n) for n in lens))
+            if len(self.by_rows) > 4096:   # batch sizes vary: keep the cache small
+                self.by_rows.clear()
+            self.by_rows[nrows] = e
+        return e
+
+    def accepts(self, buf, ncols: int, tlen: int, nrows: int) -> bool:
+        n = len(buf)
+        pos = HEADER.size + tlen + _pad(tlen)
+        if ncols != self.ncols or pos + 8 * ncols > n:
+            return False
+        lengths = self.lengths.unpack_from(buf, pos)
+        want, fixed_total = self.expected(nrows)
+        ln = lengths[1]
+        start = pos + 8 * ncols + 8 * nrows          # time is first: 8 * nrows, already aligned
+        if self.fixed(lengths) != want or start + fixed_total - 8 * nrows + ln + _pad(ln) != n:
+            return False
+        if ln < 12:
+            return False
+        ndict, _ = _SYMHEAD.unpack_from(buf, start)
+        head_len = 8 + 4 * (ndict + 1)
+        if ndict > max(nrows, 1) or head_len + 4 * nrows > ln:
+            return False
+        datalen = _U32.unpack_from(buf, start + 8 + 4 * ndict)[0]
+        if head_len + datalen + _pad(datalen, 4) + 4 * nrows != ln:
+            return False
+        end = start + ln
+        if ndict == 1:
+            if _PAIR.unpack_from(buf, start + 8) != (0, datalen):
+                return False
+        elif not ndict:
+            if datalen:
+                return False
+        else:
+            off = np.frombuffer(buf, "<i4", ndict + 1, start + 8)
+            if off[0] != 0 or (np.diff(off) < 0).any():
+                return False
+        try:
+            str(memoryview(buf)[start + head_len: start + head_len + datalen], "utf-8")
+        except UnicodeDecodeError:
+            return False
+        if nrows == 1:
+            return _U32.unpack_from(buf, end - 4)[0] < ndict
+        return not nrows or int(np.frombuffer(buf, "<u4", nrows, end - 4 * nrows).max()) < ndict
+
+
+_FAST: dict[int, tuple[Schema, _FastCheck | None]] = {}
+
+
+def _fast_check(schema: Schema) -> _FastCheck | None:
+    got = _FAST.get(id(schema))
+    if got is None or got[0] is not schema:     # keyed by id; the entry keeps the schema alive
+        plan = schema.plan
+        ok = (len(plan) >= 2 and plan[0][1] == "timestamp" and plan[1][1] == "symbol"
+              and all(item and typ != "bool" for _, typ, item in plan[2:]))
+        got = _FAST[id(schema)] = (schema, _FastCheck(schema) if ok else None)
+    return got[1]
+
+
+def _validate(buf, registry: Registry) -> Header:
+    """The full check, column by column, for every schema; the error names what is wrong."""
     head, schema, spans = _layout(buf, registry)
     nrows = head.nrows
     for (name, typ, item), (start, ln) in zip(schema.plan, spans):

@@ -119,3 +119,24 @@ def test_user_tables_extend_the_registry(tmp_path):
     (tmp_path / "bad.toml").write_text('[oops]\nsym = "symbol"\ntime = "timestamp"\n')
     with pytest.raises(SchemaError, match="first two columns"):
         load_registry(tmp_path)
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(trade_rows(), st.data())
+def test_the_fast_check_accepts_exactly_what_the_full_check_accepts(cols, data):
+    """`check` takes a shortcut for fixed-width + one-symbol tables: on any message, intact or
+    mutated, it must agree with the column-by-column check (same verdict, same header)."""
+    from schemas.codec import _validate, check
+    msg = bytearray(encode(REG["trade"], cols, feed=3, fseq=9))
+    for _ in range(data.draw(st.integers(0, 3))):
+        i = data.draw(st.integers(0, len(msg) - 1))
+        msg[i] = data.draw(st.integers(0, 255))
+    try:
+        want = _validate(bytes(msg), REG)
+    except CodecError:
+        want = None
+    try:
+        got = check(memoryview(bytes(msg)), REG)
+    except CodecError:
+        got = None
+    assert got == (None if want is None else (want.table, want.nrows, want.feed, want.fseq))
