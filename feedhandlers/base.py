@@ -32,13 +32,30 @@ feed wants), "drop_newest" (the new message is discarded and counted), or "error
 raised in the producer, nothing is dropped). A single message larger than `buffer_bytes` is still
 accepted when the buffer is empty.
 
-Threads: `publish` runs in the caller's thread (conversion to numpy, batching, encoding, rate
-limiting by sleeping - never spinning); one background I/O thread owns the sockets (sends,
-acks, resends, time-based flushes). No per-row Python: rows travel as numpy arrays.
-A message is sent as soon as it is queued: a producer that queues one wakes the I/O thread
-through an inproc PAIR socket (one wake message at most, never lost: see `Feed._wake`), and the
-I/O thread polls with timeout 0 while it has anything sendable. `FeedStats.late_sends` counts
-messages that nonetheless waited for a poll timeout (a lost wake-up; it stays 0).
+Natural batching (`batch_ms=0`)
+------------------------------
+`batch_ms=0` means "send as soon as the socket is free", not "one message per publish": a
+publish hands its rows to the I/O thread and wakes it, and everything of a table published until
+the I/O thread gets to it goes as ONE message (at most `batch_rows` rows; a publish that brings
+a table to `batch_rows` encodes and queues it at once). At a low rate each publish goes alone and
+at once; at a high rate messages grow by themselves, so the per-message costs here, at the TP
+and at every subscriber are paid per batch. While the TP is not connected, or the buffer is
+full, or the socket is at its high-water mark, publish queues its own message at once, as with a
+timer (so the buffer-full policy applies to the producer, as always). Numbering, buffering,
+acks, resends and dedup are per message, whatever its size. `batch_rows=1` still sends every
+publish as its own message.
+
+Threads: `publish` runs in the caller's thread (conversion to numpy, rate limiting by sleeping -
+never spinning; batching and encoding when a batch is full); one background I/O thread owns the
+sockets (sends, acks, resends, natural and time-based flushes). No per-row Python: rows travel
+as numpy arrays; text columns given as numpy str arrays are converted to Arrow once per message,
+not once per publish. Messages are split to fit the TP's `pub_message_bytes` (and
+`max_message_bytes`), so the TP never has to grow its publish queue for them.
+A message is sent as soon as it is queued: a producer that queues one (or rows for one) wakes
+the I/O thread through an inproc PAIR socket (one wake message at most, never lost: see
+`Feed._wake`), and the I/O thread polls with timeout 0 while it has anything sendable.
+`FeedStats.late_sends` counts messages that nonetheless waited for a poll timeout (a lost
+wake-up; it stays 0).
 """
 from __future__ import annotations
 
@@ -141,8 +158,13 @@ class _Msg:
 
 
 def _as_array(values: Any, col) -> np.ndarray | pa.Array:
-    """One column as a 1-d numpy array of its wire type. Text columns stay what they are: a
-    numpy str/object array, or an Arrow string array (kept in Arrow: no per-row objects)."""
+    """One column as a 1-d numpy array of its wire type. Text columns become Arrow string
+    arrays, except numpy str arrays, which stay numpy until their message is encoded (one
+    conversion for all the publishes it holds: see `_text`)."""
+    if type(values) is np.ndarray and values.ndim == 1:   # the common case, in a few operations
+        want = col.dtype
+        if (values.dtype == want) if want is not None else values.dtype.kind == "U":
+            return values
     if col.dtype is None and isinstance(values, (pa.Array, pa.ChunkedArray)):
         if isinstance(values, pa.ChunkedArray):
             values = values.combine_chunks()
@@ -161,8 +183,13 @@ def _as_array(values: Any, col) -> np.ndarray | pa.Array:
     if col.dtype is None:
         if arr.dtype.kind not in "OUS":
             raise codec.CodecError(f"column {col.name!r} ({col.type}): expected strings, got {arr.dtype}")
-        fast = _ascii_strings(arr)     # ~10x cheaper to encode than a numpy str array
-        return arr if fast is None else fast
+        if arr.dtype.kind == "U":
+            return arr                 # converted with the rest of its message (`_text`)
+        try:                           # objects or bytes: checked now, in the caller's thread
+            return pa.array(arr.astype(object) if arr.dtype.kind == "S" else arr, pa.string())
+        except (pa.ArrowException, UnicodeDecodeError) as e:
+            raise codec.CodecError(f"column {col.name!r} ({col.type}): values are not all "
+                                   f"strings ({e})") from None
     if col.type == "timestamp" and arr.dtype.kind == "M":
         return arr.astype("datetime64[ns]").view("<i8")
     if arr.dtype.kind in "OUS":
@@ -187,6 +214,18 @@ def _ascii_strings(arr: np.ndarray) -> pa.Array | None:
     np.cumsum(lengths, out=offsets[1:])
     data = chars[np.arange(w) < lengths[:, None]] if (lengths != w).any() else chars.reshape(-1)
     return pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+
+
+def _text(cols: dict, schema: Schema) -> dict:
+    """Numpy str columns as Arrow string arrays (vectorised when ASCII, as tickers are), once
+    per message. Non-ASCII ones stay numpy and the codec converts them."""
+    for c in schema.columns:
+        v = cols[c.name]
+        if c.dtype is None and isinstance(v, np.ndarray):
+            fast = _ascii_strings(v)   # ~10x cheaper to encode than a numpy str array
+            if fast is not None:
+                cols[c.name] = fast
+    return cols
 
 
 def _concat(parts: list) -> np.ndarray | pa.Array:
@@ -216,6 +255,8 @@ class Feed:
         self.registry = registry if registry is not None else load_registry()
         self.endpoint = tp.ingest
         self.max_message_bytes = tp.max_message_bytes
+        # the feed's messages fit what the TP publishes whole (its queue never grows for them)
+        self.message_bytes = min(tp.max_message_bytes, tp.pub_message_bytes)
         self._batch_rows = s.batch_rows
         self._batch_s = s.batch_ms / 1000.0
         self._rows_bucket = TokenBucket(s.max_rows_per_s) if s.max_rows_per_s else None
@@ -293,12 +334,22 @@ class Feed:
                 self._msgs_bucket.take(-(-have // self._batch_rows))
         with self._lock:
             self._pending.setdefault(table, []).append(cols)
-            self._pending_rows[table] = self._pending_rows.get(table, 0) + n
-            if self._pending_rows[table] >= self._batch_rows or self._batch_s == 0:
+            rows = self._pending_rows[table] = self._pending_rows.get(table, 0) + n
+            if rows >= self._batch_rows:
                 self._flush_table(table, block=True)
+            elif self._batch_s == 0:
+                if self._coalescing():
+                    self._wake()      # the I/O thread sends these rows with all that joins them
+                else:
+                    self._flush_table(table, block=True)
             elif self._pending_since is None:
                 self._pending_since = time.monotonic()
                 self._wake()          # so the I/O thread arms the batch_ms timer
+
+    def _coalescing(self) -> bool:
+        """batch_ms=0: may rows wait for the I/O thread (natural batching)? Only while it can
+        send them at once; otherwise the producer queues its message itself. Lock held."""
+        return self._ready and not self._blocked_out and not self._full(1)
 
     def flush(self) -> None:
         """Turn every pending row into messages now (does not wait for acks; see `wait_acked`)."""
@@ -363,15 +414,19 @@ class Feed:
     def _columns(schema: Schema, data) -> dict[str, np.ndarray]:
         if isinstance(data, (pa.RecordBatch, pa.Table)):
             data = {n: data.column(n) for n in data.schema.names}
-        missing = [c for c in schema.names if c not in data]
-        extra = sorted(set(data) - set(schema.names))
-        if missing or extra:
+        try:
+            cols = {c.name: _as_array(data[c.name], c) for c in schema.columns}
+        except KeyError:
+            cols = None
+        if cols is None or len(data) != len(cols):
+            missing = [c for c in schema.names if c not in data]
+            extra = sorted(set(data) - set(schema.names))
             raise codec.CodecError(f"table {schema.name!r}: missing columns {missing}, unknown "
                                    f"columns {extra}; columns are {schema.names}")
-        cols = {c.name: _as_array(data[c.name], c) for c in schema.columns}
-        lens = {k: len(v) for k, v in cols.items()}
-        if len(set(lens.values())) > 1:
-            raise codec.CodecError(f"table {schema.name!r}: columns differ in length: {lens}")
+        lens = set(map(len, cols.values()))
+        if len(lens) > 1:
+            raise codec.CodecError(f"table {schema.name!r}: columns differ in length: "
+                                   f"{ {k: len(v) for k, v in cols.items()} }")
         return cols
 
     def _flush_table(self, table: str, block: bool) -> bool:
@@ -385,16 +440,20 @@ class Feed:
         self._pending_rows.pop(table, None)
         if not self._pending:
             self._pending_since = None
-        cols = parts[0] if len(parts) == 1 else {k: _concat([p[k] for p in parts]) for k in parts[0]}
         schema = self.registry[table]
-        n = len(cols["time"])
+        try:
+            cols = _text(parts[0] if len(parts) == 1 else
+                         {k: _concat([p[k] for p in parts]) for k in parts[0]}, schema)
+            n = len(cols["time"])
+            msgs = [m for lo in range(0, n, self._batch_rows)
+                    for m in self._encode(schema, {k: v[lo: lo + self._batch_rows] for k, v in cols.items()})]
+        except Exception as e:  # noqa: BLE001 - some publish's text the codec refused
+            cols, n, msgs = self._encode_apart(schema, parts, e)
         done = 0
         try:
-            for lo in range(0, n, self._batch_rows):
-                chunk = {k: v[lo: lo + self._batch_rows] for k, v in cols.items()}
-                for buf, rows in self._encode(schema, chunk):
-                    self._enqueue(buf, rows, block)
-                    done += rows
+            for buf, rows in msgs:
+                self._enqueue(buf, rows, block)
+                done += rows
         except BufferFull:
             # on_full="error" loses nothing: the rows not yet queued go back to pending, so a
             # later flush()/close() (or the next publish) sends them.
@@ -408,15 +467,38 @@ class Feed:
         return True
 
     def _encode(self, schema: Schema, cols: dict[str, np.ndarray]):
-        """Codec bytes, split in halves until each fits the TP's max message size."""
+        """Codec bytes, split until each fits the largest message the TP publishes whole."""
         n = len(cols["time"])
         buf = codec.encode(schema, cols, feed=self.feed_id, fseq=self._next_fseq or 0)
-        if len(buf) <= self.max_message_bytes or n <= 1:
+        if len(buf) <= self.message_bytes or n <= 1:
             yield buf, n
             return
-        half = n // 2
-        yield from self._encode(schema, {k: v[:half] for k, v in cols.items()})
-        yield from self._encode(schema, {k: v[half:] for k, v in cols.items()})
+        pieces = min(n, max(2, -(-len(buf) * 9 // (self.message_bytes * 8))))  # ~12% headroom
+        step = -(-n // pieces)
+        for lo in range(0, n, step):
+            yield from self._encode(schema, {k: v[lo: lo + step] for k, v in cols.items()})
+
+    def _encode_apart(self, schema: Schema, parts: list, error: Exception):
+        """A batch that did not encode: each publish on its own, so that one bad publish costs
+        only its own rows: dropped, counted and reported (`last_error`, the log), never raised,
+        as the publish that brought them may be long gone (numpy str columns are converted when
+        their message is encoded; every other column is checked in `publish`). Lock held."""
+        good, msgs, bad = [], [], 0
+        for part in parts:
+            try:
+                cols = _text(dict(part), schema)
+                msgs.extend(self._encode(schema, cols))
+                good.append(cols)
+            except Exception as e:  # noqa: BLE001
+                bad += len(part["time"])
+                error = e
+        if bad:
+            self._c["dropped"] += 1
+            self._c["dropped_rows"] += bad
+            self._last_error = f"{bad} rows of table {schema.name!r} refused by the codec: {error}"
+            log.error("feed %d: %s", self.feed_id, self._last_error)
+        cols = {k: _concat([g[k] for g in good]) for k in parts[0]} if good else {}
+        return cols, sum(r for _, r in msgs), msgs
 
     # ---------------------------------------------------------------- the bounded buffer
 
@@ -510,17 +592,23 @@ class Feed:
             self._sock.close(0)
             self._wake_rx.close(0)
 
+    def _natural(self) -> bool:
+        """Rows wait for this thread to send them as one message (batch_ms=0). Lock held."""
+        return self._batch_s == 0 and bool(self._pending) and self._coalescing()
+
     def _unwoken(self) -> int:
-        """After a poll that timed out: how many queued messages could have been sent all along
-        and have no wake-up on its way to say so (a wake that lands just after the timeout is
-        not a lost one)."""
+        """After a poll that timed out: how many queued messages (or tables of rows waiting to
+        be one) could have been sent all along and have no wake-up on its way to say so (a wake
+        that lands just after the timeout is not a lost one)."""
         with self._lock:
-            if not (self._ready and self._unsent) or self._blocked_out or self._wake_rx.poll(0):
+            natural = self._natural()
+            if (not (self._ready and (self._unsent or natural)) or self._blocked_out
+                    or self._wake_rx.poll(0)):
                 return 0
-            return len(self._unsent)
+            return len(self._unsent) + (len(self._pending) if natural else 0)
 
     def _poll_timeout(self) -> float:
-        if self._ready and self._unsent and not self._blocked_out:
+        if self._ready and (self._unsent or self._natural()) and not self._blocked_out:
             return 0.0                # sendable now: only look for replies on the way
         now = time.monotonic()
         t = _POLL_CAP_S
@@ -643,6 +731,9 @@ class Feed:
                 self._backoff = min(16, self._backoff * 2)
                 self._progress_at = now
                 self._rewind()
+            if self._natural():       # everything published since the last send, one per table
+                for table in list(self._pending):
+                    self._flush_table(table, block=False)
             self._send_some(late)
 
     def _send_some(self, late: int = 0) -> None:
