@@ -218,10 +218,11 @@ def _ascii_strings(arr: np.ndarray) -> pa.Array | None:
 
 def _text(cols: dict, schema: Schema) -> dict:
     """Numpy str columns as Arrow string arrays (vectorised when ASCII, as tickers are), once
-    per message. Non-ASCII ones stay numpy and the codec converts them."""
+    per message. Short ones (the codec encodes those itself, faster) and non-ASCII ones stay
+    numpy and the codec converts them."""
     for c in schema.columns:
         v = cols[c.name]
-        if c.dtype is None and isinstance(v, np.ndarray):
+        if c.dtype is None and isinstance(v, np.ndarray) and len(v) > codec.SMALL_ROWS:
             fast = _ascii_strings(v)   # ~10x cheaper to encode than a numpy str array
             if fast is not None:
                 cols[c.name] = fast

@@ -50,10 +50,10 @@ import os
 import struct
 import time
 from dataclasses import dataclass
-from itertools import chain
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import zmq
 
 from schemas.codec import columns, decode, peek
@@ -171,12 +171,16 @@ class Batch:
 
 
 def _gather(payloads: list, registry: Registry) -> tuple[list, np.ndarray]:
-    """(columns, rows per message) of validated payloads of one table, concatenated in order.
-    One `columns` call per message (cheap: views), then one concatenation per column."""
-    parts = [columns(b, registry) for b in payloads]
+    """(columns, rows per message) of validated payloads of one table, concatenated in order:
+    one `columns` call per message (views, a few microseconds), then one concatenation per
+    column; symbol dictionaries are merged in Arrow, so only the batch's distinct words
+    become Python strings. (Many messages of one buffer can skip even the per-message call:
+    see the log replay's vectorised layouts.)"""
+    if len(payloads) == 1:
+        head, _, cols = columns(payloads[0], registry)
+        return cols, np.array([head.nrows], np.int64)
+    parts = [columns(b, registry, words=False) for b in payloads]
     counts = np.fromiter((h.nrows for h, _, _ in parts), np.int64, len(parts))
-    if len(parts) == 1:
-        return parts[0][2], counts
     schema = parts[0][1]
     out = []
     for j, (_, typ, item) in enumerate(schema.plan):
@@ -191,17 +195,15 @@ def _gather(payloads: list, registry: Registry) -> tuple[list, np.ndarray]:
 
 
 def _merge_symbols(got: list, counts: np.ndarray) -> tuple[np.ndarray, list[str]]:
-    """One (codes, words) from each message's own: the words of all the messages, distinct, and
-    each row's code into them. Python work per dictionary word, none per row."""
-    sizes = np.fromiter((len(w) for _, w in got), np.int64, len(got))
-    words = list(chain.from_iterable(w for _, w in got))
-    distinct = list(dict.fromkeys(words))
-    index = {w: i for i, w in enumerate(distinct)}
-    lut = np.fromiter(map(index.__getitem__, words), np.int32, len(words))
-    base = np.repeat(np.cumsum(sizes) - sizes, counts)
+    """One (codes, words) from each message's (codes, Arrow dictionary): the distinct words of
+    all the dictionaries (one Arrow hash pass) and each row's code into them."""
+    dicts = [d for _, d in got]
+    sizes = np.fromiter(map(len, dicts), np.int64, len(dicts))
+    enc = pc.dictionary_encode(pa.concat_arrays(dicts))
+    lut = enc.indices.to_numpy(zero_copy_only=False)
     codes = np.concatenate([c for c, _ in got]).astype(np.int64)
-    codes += base
-    return lut[codes], distinct
+    codes += np.repeat(np.cumsum(sizes) - sizes, counts)
+    return lut[codes].astype(np.int32, copy=False), enc.dictionary.to_pylist()
 
 
 @dataclass(frozen=True, slots=True)

@@ -140,3 +140,15 @@ def test_the_fast_check_accepts_exactly_what_the_full_check_accepts(cols, data):
     except CodecError:
         got = None
     assert got == (None if want is None else (want.table, want.nrows, want.feed, want.fseq))
+
+
+@given(st.lists(syms, min_size=0, max_size=40), st.integers(0, 5))
+def test_short_symbol_columns_encode_to_the_same_bytes_either_way(words, repeat):
+    """Up to SMALL_ROWS numpy strings take a plain-Python path; it must give the Arrow path's
+    bytes (an Arrow input always takes the Arrow path)."""
+    vals = (words * (repeat + 1))[:40]
+    n = len(vals)
+    arr = np.array(vals, dtype=str) if vals else np.array([], "<U1")  # (numpy drops trailing NULs)
+    cols = {"time": np.arange(n, dtype=np.int64), "price": np.ones(n), "size": np.arange(n)}
+    fast = encode(REG["trade"], cols | {"sym": arr})
+    assert fast == encode(REG["trade"], cols | {"sym": pa.array(arr.tolist(), pa.string())})
