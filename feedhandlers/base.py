@@ -86,6 +86,10 @@ _FSEQ = struct.Struct("<Q")
 _HELLO_RETRY_S = 0.2                      # re-say hello while unanswered
 _POLL_CAP_S = 0.1                         # the I/O thread re-checks deadlines at least this often
 _BURST = 256                              # messages sent per lock hold, so producers get a turn
+# batch_ms=0: a publish goes out from the publishing thread itself while fewer messages than this
+# await the TP's ack; beyond it, rows wait for the next ack and go together (natural batching)
+_WINDOW = 4
+_POLLIN, _POLLOUT, _EVENTS, _NOBLOCK = int(zmq.POLLIN), int(zmq.POLLOUT), int(zmq.EVENTS), int(zmq.NOBLOCK)
 
 
 class BufferFull(RuntimeError):
@@ -157,12 +161,11 @@ class _Msg:
             self.buf, self.fseq = buf, fseq
 
 
-def _as_array(values: Any, col) -> np.ndarray | pa.Array:
-    """One column as a 1-d numpy array of its wire type. Text columns become Arrow string
-    arrays, except numpy str arrays, which stay numpy until their message is encoded (one
-    conversion for all the publishes it holds: see `_text`)."""
+def _as_array(values: Any, col, want: np.dtype | None = None) -> np.ndarray | pa.Array:
+    """One column as a 1-d numpy array of its wire type (`want`, col.dtype: None for text).
+    Text columns become Arrow string arrays, except numpy str arrays, which stay numpy until
+    their message is encoded (one conversion for all the publishes it holds: see `_text`)."""
     if type(values) is np.ndarray and values.ndim == 1:   # the common case, in a few operations
-        want = col.dtype
         if (values.dtype == want) if want is not None else values.dtype.kind == "U":
             return values
     if col.dtype is None and isinstance(values, (pa.Array, pa.ChunkedArray)):
@@ -216,6 +219,9 @@ def _ascii_strings(arr: np.ndarray) -> pa.Array | None:
     return pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
 
 
+_PLANS: dict[int, tuple[Schema, list]] = {}
+
+
 def _text(cols: dict, schema: Schema) -> dict:
     """Numpy str columns as Arrow string arrays (vectorised when ASCII, as tickers are), once
     per message. Short ones (the codec encodes those itself, faster) and non-ASCII ones stay
@@ -254,6 +260,7 @@ class Feed:
         if not 0 < self.feed_id < 2**32:
             raise ValueError(f"feed_id must be a nonzero u32, got {self.feed_id}")
         self.registry = registry if registry is not None else load_registry()
+        codec.warm_up()
         self.endpoint = tp.ingest
         self.max_message_bytes = tp.max_message_bytes
         # the feed's messages fit what the TP publishes whole (its queue never grows for them)
@@ -281,6 +288,8 @@ class Feed:
         self._stop = False
         self._closed = False
         self._wake_pending = False
+        self._waiters = 0             # threads in _wait_for: acks notify only when there are any
+        self._schemas: dict[str, Schema] = {}
         self._c = dict(sent=0, sent_rows=0, acked=0, acked_rows=0, resent=0, dropped=0,
                        dropped_rows=0, rejected=0, reconnects=0, ack_timeouts=0, late_sends=0,
                        last_acked=0)
@@ -305,7 +314,7 @@ class Feed:
         # Wait briefly for the TP's last fseq so numbering continues; if the TP is down, messages
         # are buffered unnumbered and numbered when it answers.
         with self._cv:
-            self._cv.wait_for(lambda: self._next_fseq is not None, s.hello_timeout_ms / 1000.0)
+            self._wait_for(lambda: self._next_fseq is not None, s.hello_timeout_ms / 1000.0)
 
     @classmethod
     def from_config(cls, cfg, feed_id: int | None = None, registry: Registry | None = None,
@@ -321,7 +330,7 @@ class Feed:
         batch/table). They go out as one message when `batch_rows` or `batch_ms` is reached."""
         if self._closed:
             raise RuntimeError("feed is closed")
-        schema = self._schema(table)
+        schema = self._schemas.get(table) or self._schema(table)
         cols = self._columns(schema, columns)
         n = len(cols["time"])
         if n == 0:
@@ -338,25 +347,51 @@ class Feed:
             rows = self._pending_rows[table] = self._pending_rows.get(table, 0) + n
             if rows >= self._batch_rows:
                 self._flush_table(table, block=True)
+                self._send_now()
             elif self._batch_s == 0:
-                if self._coalescing():
-                    self._wake()      # the I/O thread sends these rows with all that joins them
-                else:
+                if len(self._inflight) >= _WINDOW:
+                    self._service()   # take in the acks that arrived: the window may be open
+                if not self._coalescing():
                     self._flush_table(table, block=True)
+                    self._send_now()
+                elif len(self._inflight) < _WINDOW and not self._unsent:
+                    self._flush_table(table, block=True)   # the socket is free: now, from here
+                    self._send_now()
+                elif self._unsent:
+                    self._wake()
+                # else the window is full: the next ack wakes the I/O thread, which sends these
+                # rows with all that joined them meanwhile
             elif self._pending_since is None:
                 self._pending_since = time.monotonic()
                 self._wake()          # so the I/O thread arms the batch_ms timer
 
     def _coalescing(self) -> bool:
-        """batch_ms=0: may rows wait for the I/O thread (natural batching)? Only while it can
-        send them at once; otherwise the producer queues its message itself. Lock held."""
+        """batch_ms=0: may rows wait to go with later ones (natural batching)? Only while the
+        TP is connected and acking, the socket takes messages and the buffer has room;
+        otherwise the producer queues its message itself. Lock held."""
         return self._ready and not self._blocked_out and not self._full(1)
+
+    def _send_now(self) -> None:
+        """In a producer, after queueing messages (lock held): send them from this thread if
+        the socket takes them, else leave them to the I/O thread. Any socket call may take the
+        notification the I/O thread waits on (see `_run`), so a reply or free space it shows
+        is handed to the I/O thread by a wake."""
+        if not self._unsent or self._stop:
+            return
+        if self._ready and not self._blocked_out:
+            self._send_some()
+            ev = self._sock.getsockopt(_EVENTS)
+            if ev & _POLLIN or (self._unsent and ev & _POLLOUT):
+                self._wake()
+        if self._unsent:
+            self._wake()
 
     def flush(self) -> None:
         """Turn every pending row into messages now (does not wait for acks; see `wait_acked`)."""
         with self._lock:
             for table in list(self._pending):
                 self._flush_table(table, block=True)
+            self._send_now()
 
     def wait_acked(self, timeout: float | None = None) -> bool:
         """Flush, then wait until the TP acked everything; True if it did within `timeout`.
@@ -371,7 +406,7 @@ class Feed:
                     return False
         with self._cv:
             left = None if end is None else max(0.0, end - time.monotonic())
-            return self._cv.wait_for(lambda: not (self._unsent or self._inflight) or self._stop,
+            return self._wait_for(lambda: not (self._unsent or self._inflight) or self._stop,
                                      left) and not (self._unsent or self._inflight or self._pending)
 
     def close(self, timeout: float | None = None) -> bool:
@@ -409,14 +444,18 @@ class Feed:
     # ---------------------------------------------------------------- batching
 
     def _schema(self, table: str) -> Schema:
-        return self.registry[table]
+        schema = self._schemas[table] = self.registry[table]
+        return schema
 
     @staticmethod
     def _columns(schema: Schema, data) -> dict[str, np.ndarray]:
         if isinstance(data, (pa.RecordBatch, pa.Table)):
             data = {n: data.column(n) for n in data.schema.names}
+        plan = _PLANS.get(id(schema))
+        if plan is None or plan[0] is not schema:   # keyed by id; the entry keeps the schema alive
+            plan = _PLANS[id(schema)] = (schema, [(c.name, c, c.dtype) for c in schema.columns])
         try:
-            cols = {c.name: _as_array(data[c.name], c) for c in schema.columns}
+            cols = {name: _as_array(data[name], c, dtype) for name, c, dtype in plan[1]}
         except KeyError:
             cols = None
         if cols is None or len(data) != len(cols):
@@ -443,11 +482,17 @@ class Feed:
             self._pending_since = None
         schema = self.registry[table]
         try:
-            cols = _text(parts[0] if len(parts) == 1 else
-                         {k: _concat([p[k] for p in parts]) for k in parts[0]}, schema)
-            n = len(cols["time"])
-            msgs = [m for lo in range(0, n, self._batch_rows)
-                    for m in self._encode(schema, {k: v[lo: lo + self._batch_rows] for k, v in cols.items()})]
+            if len(parts) == 1 and len(parts[0]["time"]) <= self._batch_rows:  # one publish
+                cols = _text(parts[0], schema)
+                n = len(cols["time"])
+                buf = codec.encode(schema, cols, feed=self.feed_id, fseq=self._next_fseq or 0)
+                msgs = [(buf, n)] if len(buf) <= self.message_bytes else list(self._encode(schema, cols))
+            else:
+                cols = _text(parts[0] if len(parts) == 1 else
+                             {k: _concat([p[k] for p in parts]) for k in parts[0]}, schema)
+                n = len(cols["time"])
+                msgs = [m for lo in range(0, n, self._batch_rows)
+                        for m in self._encode(schema, {k: v[lo: lo + self._batch_rows] for k, v in cols.items()})]
         except Exception as e:  # noqa: BLE001 - some publish's text the codec refused
             cols, n, msgs = self._encode_apart(schema, parts, e)
         done = 0
@@ -512,11 +557,12 @@ class Feed:
     def _enqueue(self, buf: bytes, nrows: int, block: bool) -> None:
         """Add one message to the buffer, applying the buffer-full policy. Lock held."""
         s = self.settings
-        if self._full(len(buf)) and block and s.block_s > 0:
-            self._cv.wait_for(lambda: not self._full(len(buf)), s.block_s)
+        size = len(buf)
+        if block and self._full(size) and s.block_s > 0:
+            self._wait_for(lambda: not self._full(size), s.block_s)
         # The I/O thread (block=False) never waits or raises: it overshoots by at most the
         # one small time-flushed batch per table it checked room for.
-        if self._full(len(buf)) and block:
+        if block and self._full(size):
             if s.on_full == "error":
                 raise BufferFull(f"feed {self.feed_id}: {len(self._unsent) + len(self._inflight)} "
                                  f"unacked messages, {self._bytes} bytes, for {s.block_s}s; "
@@ -530,13 +576,22 @@ class Feed:
                 self._bytes -= len(old.buf)
                 self._c["dropped"] += 1
                 self._c["dropped_rows"] += old.nrows
-        msg = _Msg(codec.peek(buf).fseq, buf, nrows)
+        msg = _Msg(_FSEQ.unpack_from(buf, FSEQ_OFFSET)[0], buf, nrows)
         if self._next_fseq is not None:
             msg.stamp(self._next_fseq)
             self._next_fseq += 1
         self._unsent.append(msg)
-        self._bytes += len(buf)
+        self._bytes += size
+
+    def _wait_for(self, predicate, timeout):
+        """`Condition.wait_for`, counted so that acks skip notifying nobody, and so that the I/O
+        thread watches for replies meanwhile (woken to see it). Lock held."""
+        self._waiters += 1
         self._wake()
+        try:
+            return self._cv.wait_for(predicate, timeout)
+        finally:
+            self._waiters -= 1
 
     def _wake(self) -> None:
         """Nudge the I/O thread out of its poll to look at the state again (lock held).
@@ -559,27 +614,34 @@ class Feed:
     # ---------------------------------------------------------------- I/O thread
 
     def _run(self) -> None:
-        poller = zmq.Poller()
-        poller.register(self._sock, zmq.POLLIN)
-        poller.register(self._wake_rx, zmq.POLLIN)
-        poller.register(self._mon, zmq.POLLIN)
+        """The I/O thread. Producers send on the DEALER too (see `_send_now`), so every call on
+        it happens under the lock, and this thread waits on the socket's ZMQ_FD (a plain file
+        descriptor, no socket call) rather than on the socket: the FD turns readable when the
+        socket may have news, and before each wait `_service` reads ZMQ_EVENTS and drains the
+        replies, so nothing waits behind a notification another call consumed.
+        It watches the FD only while something waits on the TP's replies (`_awaiting`): in a
+        steady flow the publishing thread takes the acks in itself when its window fills, and
+        this thread is not woken once per ack."""
+        fd = (self._sock.getsockopt(zmq.FD), _POLLIN)
+        others = [(self._wake_rx, _POLLIN), (self._mon, _POLLIN)]
         try:
-            self._say_hello()
+            with self._lock:
+                self._say_hello()
             while True:
                 with self._lock:
                     if self._stop:
                         break
+                    self._service()
                     timeout = self._poll_timeout()
-                    flags = zmq.POLLIN | (zmq.POLLOUT if self._blocked_out else 0)
-                poller.modify(self._sock, flags)
-                events = dict(poller.poll(math.ceil(timeout * 1000)))
+                    items = [fd, *others] if self._awaiting() else others
+                events = dict(zmq.zmq_poll(items, math.ceil(timeout * 1000)))
                 late = 0 if events or not timeout else self._unwoken()
                 if self._wake_rx in events:
                     self._take_wake()
                 if self._mon in events:
                     self._on_monitor()
-                if events.get(self._sock, 0) & zmq.POLLIN:
-                    self._on_replies()
+                with self._lock:
+                    self._service()
                 self._tick(late)
         except Exception:               # never die silently: the producer would block forever
             log.exception("feed %d: I/O thread failed", self.feed_id)
@@ -588,14 +650,36 @@ class Feed:
                 self._last_error = "I/O thread failed; see log"
                 self._cv.notify_all()
         finally:
-            self._sock.disable_monitor()
-            self._mon.close(0)
-            self._sock.close(0)
-            self._wake_rx.close(0)
+            with self._lock:
+                self._stop = True
+                self._sock.disable_monitor()
+                self._mon.close(0)
+                self._sock.close(0)
+                self._wake_rx.close(0)
+
+    def _awaiting(self) -> bool:
+        """Does progress wait on a reply or on free space (so the I/O thread must see them at
+        once)? The hello, a producer or closer waiting, rows waiting for the window, messages
+        the socket would not take. Lock held."""
+        return (not self._ready or bool(self._waiters) or self._blocked_out
+                or (bool(self._pending) and self._batch_s == 0) or bool(self._unsent))
+
+    def _service(self) -> None:
+        """Replies and free space the DEALER shows (ZMQ_EVENTS), all of them: until the socket
+        is empty, so that its FD signals the next one. Lock held."""
+        get = self._sock.getsockopt
+        ev = get(_EVENTS)
+        while ev & _POLLIN:
+            self._on_reply()
+            ev = get(_EVENTS)
+        if self._blocked_out and ev & _POLLOUT:
+            self._blocked_out = False
 
     def _natural(self) -> bool:
-        """Rows wait for this thread to send them as one message (batch_ms=0). Lock held."""
-        return self._batch_s == 0 and bool(self._pending) and self._coalescing()
+        """Rows wait to go as one message per table, and the window is open (batch_ms=0).
+        Lock held."""
+        return (self._batch_s == 0 and bool(self._pending) and len(self._inflight) < _WINDOW
+                and self._coalescing())
 
     def _unwoken(self) -> int:
         """After a poll that timed out: how many queued messages (or tables of rows waiting to
@@ -652,27 +736,32 @@ class Feed:
             self._unsent.extendleft(reversed(self._inflight))
             self._inflight.clear()
 
-    def _on_replies(self) -> None:
-        while True:
-            try:
-                frames = self._sock.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            kind = frames[0]
-            try:
-                if kind == p.ACK and len(frames) >= 2:
-                    feed, last = p.parse_ack(frames[1])
-                    if feed == self.feed_id:
-                        self._on_ack(last)
-                elif kind == p.ERR and len(frames) >= 2:
-                    feed, fseq = p.parse_ack(frames[1])
-                    text = frames[2].decode("utf-8", "replace") if len(frames) > 2 else ""
-                    if feed == self.feed_id:
-                        self._on_err(fseq, text)
-                else:
-                    log.warning("feed %d: unexpected reply %r", self.feed_id, frames[:1])
-            except struct.error:
-                log.warning("feed %d: malformed reply %r", self.feed_id, frames)
+    def _on_reply(self) -> None:
+        """One reply from the TP (ZMQ_EVENTS said one is there). Lock held."""
+        recv = self._sock.recv
+        try:
+            f = recv(_NOBLOCK, copy=False)
+            frames = [f.bytes]
+            while f.more:              # a message arrives whole: the rest is there
+                f = recv(_NOBLOCK, copy=False)
+                frames.append(f.bytes)
+        except zmq.Again:
+            return
+        kind = frames[0]
+        try:
+            if kind == p.ACK and len(frames) >= 2:
+                feed, last = p.parse_ack(frames[1])
+                if feed == self.feed_id:
+                    self._on_ack(last)
+            elif kind == p.ERR and len(frames) >= 2:
+                feed, fseq = p.parse_ack(frames[1])
+                text = frames[2].decode("utf-8", "replace") if len(frames) > 2 else ""
+                if feed == self.feed_id:
+                    self._on_err(fseq, text)
+            else:
+                log.warning("feed %d: unexpected reply %r", self.feed_id, frames[:1])
+        except struct.error:
+            log.warning("feed %d: malformed reply %r", self.feed_id, frames)
 
     def _on_ack(self, last: int) -> None:
         with self._lock:
@@ -699,7 +788,8 @@ class Feed:
                 self._c["last_acked"] = last
             self._progress_at = time.monotonic()
             self._backoff = 1
-            self._cv.notify_all()      # hello answered and/or space freed
+            if self._waiters:          # hello answered and/or space freed
+                self._cv.notify_all()
 
     def _on_err(self, fseq: int, text: str) -> None:
         with self._lock:
@@ -739,14 +829,16 @@ class Feed:
 
     def _send_some(self, late: int = 0) -> None:
         """Send queued messages in fseq order until the queue or ZMQ's HWM stops us; the first
-        `late` of them are counted as late. Lock held."""
+        `late` of them are counted as late. Lock held (by the I/O thread or a producer)."""
+        if self._stop:
+            return
         self._blocked_out = False
         for _ in range(_BURST):
             if not self._unsent:
                 return
             m = self._unsent[0]
             try:
-                self._sock.send(m.buf, zmq.NOBLOCK, copy=len(m.buf) < 65536)
+                self._sock.send(m.buf, _NOBLOCK, copy=len(m.buf) < 65536)
             except zmq.Again:
                 self._blocked_out = True
                 return

@@ -56,7 +56,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import zmq
 
-from schemas.codec import columns, decode, peek
+from schemas.codec import columns, decode, peek, warm_up
 from schemas.registry import Registry
 from schemas.settings import section
 from tickerplant import protocol as p
@@ -68,7 +68,7 @@ log = logging.getLogger("subscriber")
 POLL_MSGS = 4096            # messages taken from the socket in one poll, at most, per batch
 BATCH_BYTES = 32 << 20      # payload bytes per table in one batch read from the log, at most
 _POLL_END = object()        # the stream's marker: the socket had nothing more (a batch ends)
-_NOBLOCK = p.NOBLOCK
+_NOBLOCK, _POLLIN = p.NOBLOCK, int(zmq.POLLIN)
 
 
 class SubscriberError(RuntimeError):
@@ -375,6 +375,7 @@ class Subscriber:
         """Handshake now (it otherwise happens on the first iteration): afterwards nothing
         published is missed, even before iteration begins."""
         if self._snapshot is None:
+            warm_up()
             self._snapshot = self._handshake()
         return self
 
@@ -437,8 +438,9 @@ class Subscriber:
         silent_ms = 0
         limit = 10 * self.tp.heartbeat_ms
         recv, counters = self.sub.recv, self.counters
+        items = [(self.sub, _POLLIN)]
         while not self.closed:
-            if not self.sub.poll(100):
+            if not zmq.zmq_poll(items, 100):
                 silent_ms += 100
                 if silent_ms == limit:
                     log.warning("no heartbeat from the tickerplant for %d ms; waiting", limit)

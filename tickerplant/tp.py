@@ -182,6 +182,16 @@ class Tickerplant:
         payloads (as many as it did when each payload went alone)."""
         return max(1, self.tp.pub_hwm // self.pub_hwm())
 
+    @property
+    def pub_class(self) -> int:
+        """The largest message the publish queue is sized for (bytes)."""
+        return self._pub_class
+
+    @pub_class.setter
+    def pub_class(self, value: int) -> None:
+        self._pub_class = value
+        self._group = self.pub_group
+
     def _grow_pub(self, cost: int) -> None:
         """A payload of `cost` bytes is about to be published and exceeds the class: grow the
         class and rebind, so that no existing queue (sized for smaller messages) takes it.
@@ -311,8 +321,12 @@ class Tickerplant:
             self.counters["received"] += received
         if msgs:
             self._log_and_publish(tables, sizes, msgs, rows)
-        for feed, ident in acks.items():
-            self.ingest.send_multipart([ident, p.ACK, p.ack(feed, fseqs.get(feed, 0))])
+        if acks:
+            send = self.ingest.send
+            for feed, ident in acks.items():
+                send(ident, SNDMORE)
+                send(p.ACK, SNDMORE)
+                send(p.ack(feed, fseqs.get(feed, 0)))
         return len(msgs)
 
     def _log_and_publish(self, tables: list, sizes: list, msgs: list, rows: int) -> None:
@@ -358,18 +372,27 @@ class Tickerplant:
         queue has grown for it."""
         k = len(frames)
         per = FRAME_COST + p.META.size
-        if k <= self.pub_group and sum(sizes) + k * per + FRAME_COST <= self.pub_class:
-            self.pub.send_multipart([topic(table) + metas, *frames], copy=False)
+        if k <= self._group and sum(sizes) + k * per + FRAME_COST <= self.pub_class:
+            self._send_group(topic(table) + metas, frames)
             return
         start, cost, m = 0, FRAME_COST, p.META.size
         for i, size in enumerate(sizes):
-            if i > start and (cost + size + per > self.pub_class or i - start == self.pub_group):
-                self.pub.send_multipart([topic(table) + metas[start * m: i * m], *frames[start:i]], copy=False)
+            if i > start and (cost + size + per > self.pub_class or i - start == self._group):
+                self._send_group(topic(table) + metas[start * m: i * m], frames[start:i])
                 start, cost = i, FRAME_COST
             if size + per + FRAME_COST > self.pub_class:
                 self._grow_pub(size + per + FRAME_COST)
             cost += size + per
-        self.pub.send_multipart([topic(table) + metas[start * m:], *frames[start:]], copy=False)
+        self._send_group(topic(table) + metas[start * m:], frames[start:])
+
+    def _send_group(self, head: bytes, frames: list) -> None:
+        """One multipart message: the payload frames go as the received zmq.Frames (no copy).
+        By hand, with int flags: pyzmq's send_multipart does enum arithmetic per frame."""
+        send = self.pub.send
+        send(head, SNDMORE)
+        last = len(frames) - 1
+        for i, f in enumerate(frames):
+            send(f, 0 if i == last else SNDMORE, copy=False)
 
     def _publish_pending(self) -> None:
         """Batched mode: what the timer collected, one table at a time, in as few messages as

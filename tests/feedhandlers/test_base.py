@@ -385,24 +385,34 @@ def test_no_message_waits_for_the_poll_whatever_the_timing(shared_tp, gaps_us, t
 
 
 # ---------------------------------------------------------------- natural batching
-# batch_ms=0: publishes that arrive while the I/O thread is busy go out together, one message
-# per table (at most batch_rows rows), in order, numbered like any other message. Holding the
-# feed's lock is how a test keeps the I/O thread busy for exactly as long as it wants.
+# batch_ms=0: a publish goes out at once from the publishing thread while fewer than _WINDOW
+# messages await the TP's ack; publishes made while that many are outstanding go out together
+# at the next ack, one message per table (at most batch_rows rows), in order, numbered like any
+# other message.
 
-@pytest.mark.process
-def test_publishes_made_while_the_io_thread_is_busy_go_as_one_message(shared_tp):
-    fid = next(_ids)
-    f = Feed.from_config(shared_tp, fid, batch_ms=0, batch_rows=20)
+def test_publishes_made_while_acks_are_outstanding_go_as_one_message(stack):
+    from feedhandlers.base import _WINDOW
+    cfg, procs = stack
+    start_tp(cfg, procs)
+    f = Feed.from_config(cfg, 21, batch_ms=0, batch_rows=20)
     quote = {"time": [T0], "sym": ["Q"], "bid": [1.0], "ask": [1.1], "bsize": [1], "asize": [2]}
-    with f._lock:                       # the I/O thread cannot take anything meanwhile
+    pid = procs.running["tp"].pid
+    os.kill(pid, signal.SIGSTOP)        # no ack comes back meanwhile
+    try:
         for i in range(50):
             f.publish("trade", trade_rows(i, 1))
-            f.publish("quote", quote)   # another table: its own message
+            f.publish("quote", quote)   # another table: its own messages
+        assert f.stats().pending_rows > 0, "rows wait for the window"
+    finally:
+        os.kill(pid, signal.SIGCONT)
     assert f.wait_acked(10) and f.close(10)
-    got = logged(shared_tp, fid)
-    # the 20th and 40th trade fill a message (sent by the producer); the rest wait together
-    assert [(tb, b.num_rows) for _, _, tb, b in got if tb == "trade"] == [("trade", 20), ("trade", 20), ("trade", 10)]
-    assert sum(b.num_rows for _, _, tb, b in got if tb == "quote") == 50
+    got = logged(cfg, 21)
+    trades = [b.num_rows for _, _, tb, b in got if tb == "trade"]
+    quotes = [b.num_rows for _, _, tb, b in got if tb == "quote"]
+    # the first _WINDOW publishes go alone; then rows wait, and go when batch_rows fill a
+    # message (sent by the producer) or at the ack (the rest)
+    w = _WINDOW // 2
+    assert trades == [1] * w + [20, 20, 50 - w - 40] and quotes == trades
     assert [fs for _, fs, _, _ in got] == list(range(1, len(got) + 1))
     assert (sizes([g for g in got if g[2] == "trade"]) == np.arange(50)).all()
     assert f.stats().late_sends == 0
@@ -413,8 +423,9 @@ def test_publishes_made_while_the_io_thread_is_busy_go_as_one_message(shared_tp)
 @given(calls=st.lists(st.tuples(st.integers(0, 30), st.booleans()), min_size=1, max_size=40),
        batch_rows=st.integers(1, 40))
 def test_natural_batching_keeps_rows_in_order_exactly_once(shared_tp, calls, batch_rows):
-    """Publishes of any sizes, some while the I/O thread is held busy: the log holds every row
-    once, in publish order, in messages of at most batch_rows rows numbered 1..n."""
+    """Publishes of any sizes, some made holding the feed's lock (so the I/O thread cannot
+    step in): the log holds every row once, in publish order, in messages of at most
+    batch_rows rows numbered 1..n."""
     fid = next(_ids)
     f = Feed.from_config(shared_tp, fid, batch_ms=0, batch_rows=batch_rows)
     start = 0
