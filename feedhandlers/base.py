@@ -373,16 +373,14 @@ class Feed:
 
     def _send_now(self) -> None:
         """In a producer, after queueing messages (lock held): send them from this thread if
-        the socket takes them, else leave them to the I/O thread. Any socket call may take the
-        notification the I/O thread waits on (see `_run`), so a reply or free space it shows
-        is handed to the I/O thread by a wake."""
+        the socket takes them, and take in the replies that arrived meanwhile (any call on the
+        socket may take the notification the I/O thread waits on, so whoever calls it drains
+        it: see `_run`). What the socket would not take is left to the I/O thread."""
         if not self._unsent or self._stop:
             return
         if self._ready and not self._blocked_out:
             self._send_some()
-            ev = self._sock.getsockopt(_EVENTS)
-            if ev & _POLLIN or (self._unsent and ev & _POLLOUT):
-                self._wake()
+            self._service()
         if self._unsent:
             self._wake()
 
@@ -483,9 +481,13 @@ class Feed:
         schema = self.registry[table]
         try:
             if len(parts) == 1 and len(parts[0]["time"]) <= self._batch_rows:  # one publish
-                cols = _text(parts[0], schema)
+                cols = parts[0]
                 n = len(cols["time"])
-                buf = codec.encode(schema, cols, feed=self.feed_id, fseq=self._next_fseq or 0)
+                fseq = self._next_fseq or 0
+                buf = codec.encode_row(schema, cols, self.feed_id, fseq) if n == 1 else None
+                if buf is None:
+                    cols = _text(cols, schema)
+                    buf = codec.encode(schema, cols, feed=self.feed_id, fseq=fseq)
                 msgs = [(buf, n)] if len(buf) <= self.message_bytes else list(self._encode(schema, cols))
             else:
                 cols = _text(parts[0] if len(parts) == 1 else
@@ -726,9 +728,12 @@ class Feed:
                     self._c["reconnects"] += 1
                     self._rewind()
                 elif ev == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                    # Events are read in order, so a DISCONNECTED before this one has already
+                    # unset _ready: if it is set, the hello was answered on this connection
+                    # (replies can be taken in before this event is read).
                     self._connected = True
-                    self._ready = False
-                    self._say_hello()
+                    if not self._ready:
+                        self._say_hello()
 
     def _rewind(self) -> None:
         """Move every sent-but-unacked message back to the front of the send queue."""

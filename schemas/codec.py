@@ -161,6 +161,79 @@ def encode(schema: Schema, data: Mapping[str, Any] | pa.RecordBatch | pa.Table,
 _ZEROS = bytes(8)
 
 
+def encode_row(schema: Schema, cols: Mapping[str, Any], feed: int = 0, fseq: int = 0) -> bytes | None:
+    """`encode` of a single row, in one struct call, for tables of fixed-width columns and one
+    symbol column (trade, quote, ...): the same bytes, a fraction of the work (a paced feed
+    pays it on every message, with cold caches). `cols` must hold 1-element numpy arrays of the
+    wire types, the symbol as a numpy str array; None means "use encode"."""
+    enc = _row_encoder(schema)
+    if enc is None:
+        return None
+    sym = cols["sym"]
+    if type(sym) is not np.ndarray or sym.dtype.kind != "U" or sym.shape != (1,):
+        return None
+    try:
+        word = sym[0].encode()
+    except UnicodeEncodeError:
+        return None
+    st = enc.by_len.get(len(word))
+    if st is None:
+        st = enc.compile(len(word))
+    try:
+        return st.pack(MAGIC, VERSION, enc.ncols, enc.tlen, 1, feed, fseq, enc.name, *st.lengths,
+                       cols["time"][0], 1, st.wlen, word, *[cols[c][0] for c in enc.fixed])
+    except (struct.error, IndexError, TypeError):
+        return None
+
+
+_STRUCT_CODES = {"timestamp": "q", "float64": "d", "float32": "f", "int64": "q", "int32": "i",
+                 "int16": "h", "int8": "b"}
+
+
+class _RowEncoder:
+    """The struct of a one-row message of one schema, per byte length of its symbol: header,
+    name, section lengths, `time`, the symbol section (1 entry: the word, code 0), the other
+    columns, every section padded to 8; zeros are pad bytes, so only values are passed."""
+
+    def __init__(self, schema: Schema):
+        self.schema = schema
+        self.ncols = len(schema.plan)
+        name = schema.name.encode()
+        self.tlen = len(name)
+        self.name = name + bytes(_pad(len(name)))
+        rest = schema.plan[2:]
+        self.fixed = [c for c, _, _ in rest]
+        self.items = [item for _, _, item in rest]
+        self.codes = "".join(_STRUCT_CODES[t] + "x" * _pad(item) for _, t, item in rest)
+        self.by_len: dict[int, _RowStruct] = {}
+
+    def compile(self, wlen: int) -> "_RowStruct":
+        sym_len = 4 + 4 + 8 + wlen + _pad(wlen, 4) + 4   # ndict, 0, offsets 0 and wlen, word, code
+        sym = f"I4x4xi{wlen}s{_pad(wlen, 4) + 4 + _pad(sym_len)}x"
+        st = _RowStruct(f"<4sBBHIIQ{len(self.name)}s{self.ncols}Qq{sym}{self.codes}",
+                        (8, sym_len, *self.items), wlen)
+        if len(self.by_len) > 256:
+            self.by_len.clear()
+        self.by_len[wlen] = st
+        return st
+
+
+class _RowStruct(struct.Struct):
+    def __init__(self, fmt: str, lengths: tuple, wlen: int):
+        super().__init__(fmt)
+        self.lengths, self.wlen = lengths, wlen
+
+
+_ROW: dict[int, tuple[Schema, _RowEncoder | None]] = {}
+
+
+def _row_encoder(schema: Schema) -> _RowEncoder | None:
+    got = _ROW.get(id(schema))
+    if got is None or got[0] is not schema:     # keyed by id; the entry keeps the schema alive
+        got = _ROW[id(schema)] = (schema, _RowEncoder(schema) if _fast_check(schema) is not None else None)
+    return got[1]
+
+
 def _small_symbols(v) -> tuple[bytes, int] | None:
     """The symbol section of a short numpy str array, in plain Python: the same bytes as the
     Arrow path (dictionary in order of first appearance). None: take the Arrow path."""
@@ -179,6 +252,18 @@ def _small_symbols(v) -> tuple[bytes, int] | None:
     n, k = len(codes), len(words)
     return b"".join([_SYMHEAD.pack(k, 0), struct.pack(f"<{k + 1}i", *offsets), data,
                      _ZEROS[:_pad(len(data), 4)], struct.pack(f"<{n}i", *codes)]), n
+
+
+def warm_up() -> None:
+    """Pay Arrow's one-time compute set-up now (its first dictionary_encode takes ~0.3 s here),
+    not on a process's first message: feeds and subscribers call this when they start."""
+    global _warm
+    if not _warm:
+        pc.dictionary_encode(pa.array(["a", "b", "a"]))
+        _warm = True
+
+
+_warm = False
 
 
 def _unpack(buf) -> tuple:
@@ -306,14 +391,14 @@ class _FastCheck:
 
     def accepts(self, buf, ncols: int, tlen: int, nrows: int) -> bool:
         n = len(buf)
-        pos = HEADER.size + tlen + _pad(tlen)
+        pos = HEADER.size + tlen + (-tlen & 7)
         if ncols != self.ncols or pos + 8 * ncols > n:
             return False
         lengths = self.lengths.unpack_from(buf, pos)
         want, fixed_total = self.expected(nrows)
         ln = lengths[1]
         start = pos + 8 * ncols + 8 * nrows          # time is first: 8 * nrows, already aligned
-        if self.fixed(lengths) != want or start + fixed_total - 8 * nrows + ln + _pad(ln) != n:
+        if self.fixed(lengths) != want or start + fixed_total - 8 * nrows + ln + (-ln & 7) != n:
             return False
         if ln < 12:
             return False
@@ -322,7 +407,7 @@ class _FastCheck:
         if ndict > max(nrows, 1) or head_len + 4 * nrows > ln:
             return False
         datalen = _U32.unpack_from(buf, start + 8 + 4 * ndict)[0]
-        if head_len + datalen + _pad(datalen, 4) + 4 * nrows != ln:
+        if head_len + datalen + (-datalen & 3) + 4 * nrows != ln:
             return False
         end = start + ln
         if ndict == 1:
@@ -332,7 +417,7 @@ class _FastCheck:
             if datalen:
                 return False
         elif ndict < 1024:    # a tuple and a sort beat numpy's call overheads here
-            off = _ints(ndict + 1).unpack_from(buf, start + 8)
+            off = (_INTS.get(ndict + 1) or _ints(ndict + 1)).unpack_from(buf, start + 8)
             if off[0] != 0 or list(off) != sorted(off):
                 return False
         else:

@@ -372,16 +372,18 @@ class Tickerplant:
         queue has grown for it."""
         k = len(frames)
         per = FRAME_COST + p.META.size
-        if k <= self._group and sum(sizes) + k * per + FRAME_COST <= self.pub_class:
+        limit, group = self._pub_class, self._group
+        if k <= group and sum(sizes) + k * per + FRAME_COST <= limit:
             self._send_group(topic(table) + metas, frames)
             return
         start, cost, m = 0, FRAME_COST, p.META.size
         for i, size in enumerate(sizes):
-            if i > start and (cost + size + per > self.pub_class or i - start == self._group):
+            if i > start and (cost + size + per > limit or i - start == group):
                 self._send_group(topic(table) + metas[start * m: i * m], frames[start:i])
                 start, cost = i, FRAME_COST
-            if size + per + FRAME_COST > self.pub_class:
+            if size + per + FRAME_COST > limit:
                 self._grow_pub(size + per + FRAME_COST)
+                limit, group = self._pub_class, self._group
             cost += size + per
         self._send_group(topic(table) + metas[start * m:], frames[start:])
 

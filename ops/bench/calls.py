@@ -8,6 +8,8 @@ indicative (the threads share the GIL, and cProfile slows each call). Scenarios:
   paced   single rows at --rate msg/s, each publish going alone (the latency path)
   strict  --rows-row publishes with batch_rows = --rows (every message exactly that size)
   natural single-row publishes flat out with batch_ms=0 (natural batching at every hop)
+  raw     pre-encoded --rows-row messages from a bare DEALER, flat out (the TP's and the
+          subscriber's marginal cost per message when they take many per loop; no Feed)
 """
 from __future__ import annotations
 
@@ -72,13 +74,13 @@ def measure(scenario: str, n: int, rows: int, rate: float) -> dict:
         Feed._run = lambda self: counted["feed I/O thread"].run(real_run, self)
         try:
             opts = {"batch_ms": 0, "buffer_msgs": 10**7}
-            if scenario == "strict":
+            if scenario in ("strict", "raw"):
                 opts["batch_rows"] = rows
             feed = Feed(tps, 99, registry=reg, context=ctx, **opts)
         finally:
             Feed._run = real_run
         sub = Subscriber(tps, ["trade"], registry=reg, ctx=ctx).start()
-        per = rows if scenario == "strict" else 1
+        per = rows if scenario in ("strict", "raw") else 1
         total = n * per
         got = {"rows": 0, "msgs": 0}
 
@@ -103,12 +105,22 @@ def measure(scenario: str, n: int, rows: int, rate: float) -> dict:
                     time.sleep(1 / rate)
                 feed.publish("trade", batch)
             feed.flush()
-        counted["feed publish"].run(produce)
+        def blast():
+            from schemas.codec import encode
+            d = ctx.socket(zmq.DEALER)
+            d.connect(tps.ingest)
+            msg = encode(reg["trade"], batch)
+            for _ in range(n):
+                d.send(msg)
+            d.close(linger=10_000)
+        counted["feed publish"].run(blast if scenario == "raw" else produce)
         sub_thread.join(120)
         feed.close()
         tp.stop()
         tp_thread.join(10)
         sent = feed.stats().sent
+    if scenario == "raw":
+        sent = n
     msgs = {"feed publish": n, "feed I/O thread": sent, "TP loop": taken[0], "subscriber": got["msgs"]}
     return {k: (c.calls(), c.cpu, msgs[k]) for k, c in counted.items()} | {"_rows": got["rows"], "_sent": sent}
 
@@ -116,12 +128,12 @@ def measure(scenario: str, n: int, rows: int, rate: float) -> dict:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(prog="tickstack bench calls", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--scenario", action="append", choices=["paced", "strict", "natural"])
+    ap.add_argument("--scenario", action="append", choices=["paced", "strict", "natural", "raw"])
     ap.add_argument("--n", type=int, default=5000, help="publishes per scenario")
     ap.add_argument("--rows", type=int, default=100, help="rows per publish in the strict scenario")
     ap.add_argument("--rate", type=float, default=2000, help="publishes/s in the paced scenario")
     a = ap.parse_args(argv)
-    for sc in a.scenario or ["paced", "strict", "natural"]:
+    for sc in a.scenario or ["paced", "strict", "natural", "raw"]:
         r = measure(sc, a.n, a.rows, a.rate)
         print(f"{sc}: {a.n:,} publishes, {r['_sent']:,} messages sent, {r['_rows']:,} rows received", flush=True)
         for hop, (calls, cpu, msgs) in ((k, v) for k, v in r.items() if not k.startswith("_")):

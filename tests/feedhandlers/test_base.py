@@ -336,8 +336,8 @@ def publish_paced(feed: Feed, rate: float, seconds: float) -> int:
 def test_steady_single_rows_never_wait_for_the_poll(shared_tp, fid, mode):
     """2k msg/s for 2 s: every message is sent when published, none when the poll times out
     (the lost-wake bug sent each of them ~100 ms late, on the poll cap, after a few dozen).
-    batch_rows=1 sends one message per publish; batch_ms=0 may put publishes that arrive while
-    the I/O thread is busy into one message (natural batching), numbered like any other."""
+    batch_rows=1 sends one message per publish; batch_ms=0 may put publishes made while acks
+    are outstanding into one message (natural batching), numbered like any other."""
     with Feed.from_config(shared_tp, fid, **mode) as f:
         n = publish_paced(f, rate=2000, seconds=2.0)
         assert f.wait_acked(10)
