@@ -223,12 +223,12 @@ _PLANS: dict[int, tuple[Schema, list]] = {}
 
 
 def _text(cols: dict, schema: Schema) -> dict:
-    """Numpy str columns as Arrow string arrays (vectorised when ASCII, as tickers are), once
-    per message. Short ones (the codec encodes those itself, faster) and non-ASCII ones stay
-    numpy and the codec converts them."""
+    """Numpy str `string` columns as Arrow string arrays (vectorised when ASCII), once per
+    message. Symbol columns, short ones and non-ASCII ones stay numpy: the codec encodes those
+    itself (symbols without a string per row)."""
     for c in schema.columns:
         v = cols[c.name]
-        if c.dtype is None and isinstance(v, np.ndarray) and len(v) > codec.SMALL_ROWS:
+        if c.type == "string" and isinstance(v, np.ndarray) and len(v) > codec.SMALL_ROWS:
             fast = _ascii_strings(v)   # ~10x cheaper to encode than a numpy str array
             if fast is not None:
                 cols[c.name] = fast
@@ -349,18 +349,17 @@ class Feed:
                 self._flush_table(table, block=True)
                 self._send_now()
             elif self._batch_s == 0:
-                if len(self._inflight) >= _WINDOW:
-                    self._service()   # take in the acks that arrived: the window may be open
                 if not self._coalescing():
                     self._flush_table(table, block=True)
                     self._send_now()
-                elif len(self._inflight) < _WINDOW and not self._unsent:
+                elif rows == n and len(self._inflight) < _WINDOW and not self._unsent:
                     self._flush_table(table, block=True)   # the socket is free: now, from here
                     self._send_now()
-                elif self._unsent:
-                    self._wake()
-                # else the window is full: the next ack wakes the I/O thread, which sends these
-                # rows with all that joined them meanwhile
+                elif self._unsent or rows == n:
+                    self._wake()      # the I/O thread now watches for the ack that sends these
+                # else rows of this table already wait (the window was full): these join them,
+                # and the I/O thread sends them all at an ack. A busy producer holds the GIL, so
+                # the I/O thread gets there late and the batch grows: natural batching.
             elif self._pending_since is None:
                 self._pending_since = time.monotonic()
                 self._wake()          # so the I/O thread arms the batch_ms timer
@@ -688,6 +687,7 @@ class Feed:
         be one) could have been sent all along and have no wake-up on its way to say so (a wake
         that lands just after the timeout is not a lost one)."""
         with self._lock:
+            self._service()           # an ack in the socket may have opened the window
             natural = self._natural()
             if (not (self._ready and (self._unsent or natural)) or self._blocked_out
                     or self._wake_rx.poll(0)):
@@ -843,7 +843,9 @@ class Feed:
                 return
             m = self._unsent[0]
             try:
-                self._sock.send(m.buf, _NOBLOCK, copy=len(m.buf) < 65536)
+                # copied: a zero-copy send hands each buffer to pyzmq's collector thread, a GIL
+                # hand-off per message that costs more than copying a message of <= 1 MiB
+                self._sock.send(m.buf, _NOBLOCK, copy=len(m.buf) <= self.message_bytes)
             except zmq.Again:
                 self._blocked_out = True
                 return

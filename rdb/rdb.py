@@ -23,6 +23,20 @@ from tickerplant.config import EodSettings, TickerplantSettings
 from tickerplant.subscriber import Batch, Subscriber, Update
 
 log = logging.getLogger("rdb")
+BIG_MESSAGE = 64 << 10   # bytes: messages at least this big are appended one by one
+
+
+def append_batch(store: Store, b: Batch) -> None:
+    """A subscriber batch into the store: small messages in one append of their concatenation,
+    big ones (>= BIG_MESSAGE bytes on average) one append each, straight from the message (the
+    store copies rows anyway: one copy, not two).
+    (When rdb/store.py gains an append of many messages at once, this loop goes there.)"""
+    if len(b.seqs) > 1 and b.nbytes >= len(b.seqs) * BIG_MESSAGE:
+        for cols, n in b.parts():
+            store.append_columns(b.table, cols, n)
+        return
+    cols, n = b.columns()
+    store.append_columns(b.table, cols, n)
 
 
 class Rdb:
@@ -58,10 +72,8 @@ class Rdb:
             self.store.append_columns(ev.table, cols, n)
 
     def upd_batch(self, b: Batch) -> None:
-        """Every message of one table from one poll (or a stretch of the log) in one append.
-        (When rdb/store.py gains an append of many messages at once, this is where it goes.)"""
-        cols, n = b.columns()
-        self.store.append_columns(b.table, cols, n)
+        """Every message of one table from one poll (or a stretch of the log): see append_batch."""
+        append_batch(self.store, b)
 
     def end(self, day: dt.date) -> None:
         from hdb.eod import save_day

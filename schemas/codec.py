@@ -125,10 +125,10 @@ def encode(schema: Schema, data: Mapping[str, Any] | pa.RecordBatch | pa.Table,
             n = len(arr)
             sec = arr.tobytes()
         elif typ == "symbol":
-            got = _small_symbols(v)
+            got = _small_symbols(v) or _numpy_symbols(v)
             if got is None:
                 arr = _strings(v)
-                enc = pc.dictionary_encode(arr)
+                enc = arr.dictionary_encode()
                 off, dat = _string_parts(enc.dictionary)
                 codes = np.asarray(enc.indices, dtype="<i4").tobytes()
                 n = len(arr)
@@ -159,6 +159,29 @@ def encode(schema: Schema, data: Mapping[str, Any] | pa.RecordBatch | pa.Table,
 
 
 _ZEROS = bytes(8)
+
+
+def _numpy_symbols(v) -> tuple[bytes, int] | None:
+    """The symbol section of a numpy str array without a Python string per row: Arrow hashes
+    the rows' fixed-width UCS-4 bytes (numpy pads with NULs, so equal strings have equal bytes)
+    and only the distinct words become strings. The same bytes as the Arrow path (dictionary
+    in order of first appearance). None: take the Arrow path."""
+    if type(v) is not np.ndarray or v.dtype.kind != "U" or v.ndim != 1 or not v.dtype.itemsize:
+        return None
+    n, w = len(v), v.dtype.itemsize
+    raw = pa.Array.from_buffers(pa.binary(w), n, [None, pa.py_buffer(np.ascontiguousarray(v))])
+    enc = raw.dictionary_encode()
+    d = enc.dictionary
+    try:
+        words = [x.encode() for x in np.frombuffer(d.buffers()[1], v.dtype, len(d), d.offset * w).tolist()]
+    except UnicodeEncodeError:     # e.g. a lone surrogate: the Arrow path says what is wrong
+        return None
+    data = b"".join(words)
+    offsets = np.zeros(len(words) + 1, "<i4")
+    np.cumsum(np.fromiter(map(len, words), np.int64, len(words)), out=offsets[1:])
+    codes = np.asarray(enc.indices, dtype="<i4")
+    return b"".join([_SYMHEAD.pack(len(words), 0), offsets.tobytes(), data,
+                     _ZEROS[:_pad(len(data), 4)], codes.tobytes()]), n
 
 
 def encode_row(schema: Schema, cols: Mapping[str, Any], feed: int = 0, fseq: int = 0) -> bytes | None:

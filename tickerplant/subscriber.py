@@ -69,6 +69,7 @@ POLL_MSGS = 4096            # messages taken from the socket in one poll, at mos
 BATCH_BYTES = 32 << 20      # payload bytes per table in one batch read from the log, at most
 _POLL_END = object()        # the stream's marker: the socket had nothing more (a batch ends)
 _NOBLOCK, _POLLIN = p.NOBLOCK, int(zmq.POLLIN)
+_NROWS, _NROWS_AT = struct.Struct("<I"), 8   # a payload's row count in its header
 
 
 class SubscriberError(RuntimeError):
@@ -106,17 +107,30 @@ class Batch:
     message's seq), `counts` (each message's rows in the batch: after a sym filter, maybe 0),
     `columns()` -> (columns, rows) in the form `schemas.codec.columns` gives them (numpy arrays,
     (int32 codes, words) for symbols, Arrow arrays for strings; what `Store.append_columns`
-    takes), `arrow()` -> pyarrow.RecordBatch, `len(batch)` rows. Columns are built on first use:
+    takes), `arrow()` -> pyarrow.RecordBatch, `len(batch)` rows, `parts()` each message's
+    columns apart, `nbytes` the payload bytes. Columns are built on first use:
     views of the message itself when the batch is one message, else one concatenation per
     column (symbols merged into one dictionary)."""
-    __slots__ = ("table", "date", "seqs", "_payloads", "_registry", "_syms", "_cols", "_n", "_counts")
+    __slots__ = ("table", "date", "seqs", "nbytes", "_payloads", "_registry", "_syms", "_cols", "_n",
+                 "_counts")
 
     def __init__(self, table: str, date: dt.date, seqs: list[int], payloads: list, registry: Registry,
-                 syms: set | None = None):
-        self.table, self.date, self.seqs = table, date, seqs
+                 syms: set | None = None, nbytes: int = 0):
+        self.table, self.date, self.seqs, self.nbytes = table, date, seqs, nbytes
         self._payloads, self._registry, self._syms = payloads, registry, syms
         self._cols = self._counts = None
         self._n = 0
+
+    def parts(self):
+        """(columns, rows) of each message in turn, as views of the message itself: no
+        concatenation, for a consumer that copies rows anyway (the RDB's store does, and for
+        big messages one copy beats two). With a sym filter: the filtered batch, as one part."""
+        if self._syms is not None or self._payloads is None:
+            yield self.columns()
+            return
+        for b in self._payloads:
+            head, _, cols = columns(b, self._registry)
+            yield cols, head.nrows
 
     def columns(self) -> tuple[list, int]:
         if self._cols is None:
@@ -133,6 +147,13 @@ class Batch:
         return self._counts
 
     def __len__(self) -> int:
+        return self.columns()[1]
+
+    @property
+    def rows(self) -> int:
+        """Rows in the batch: from the messages' headers while the columns are not built."""
+        if self._cols is None and self._syms is None:
+            return sum(_NROWS.unpack_from(b, _NROWS_AT)[0] for b in self._payloads)
         return self.columns()[1]
 
     def _filter(self) -> None:
@@ -400,8 +421,8 @@ class Subscriber:
         syms = self.syms
 
         def flush():
-            for table, (seqs, payloads, _, day) in acc.items():
-                b = Batch(table, day, seqs, payloads, self.registry, syms)
+            for table, (seqs, payloads, nbytes, day) in acc.items():
+                b = Batch(table, day, seqs, payloads, self.registry, syms, nbytes)
                 if syms is None or len(b):
                     yield b
             acc.clear()
@@ -418,7 +439,7 @@ class Subscriber:
                 a[2] += sum(map(len, payloads))
                 if a[2] >= BATCH_BYTES:
                     del acc[table]
-                    b = Batch(table, a[3], a[0], a[1], self.registry, syms)
+                    b = Batch(table, a[3], a[0], a[1], self.registry, syms, a[2])
                     if syms is None or len(b):
                         yield b
             elif item is _POLL_END:

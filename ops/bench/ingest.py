@@ -67,6 +67,7 @@ def _send(endpoint: str, msgs: list[bytes], count: int, t0, go) -> None:
 
 
 def _rdb(cfg, total_rows: int, ready, go, out) -> None:
+    from rdb.rdb import append_batch
     from rdb.store import Store
     from tickerplant.subscriber import Batch, Subscriber
     reg = cfg.registry()
@@ -76,9 +77,8 @@ def _rdb(cfg, total_rows: int, ready, go, out) -> None:
     ready.set()
     for ev in sub.batches():
         if isinstance(ev, Batch):
-            cols, n = ev.columns()
-            store.append_columns("trade", cols, n)
-            got += n
+            append_batch(store, ev)  # what the RDB does with a batch
+            got += ev.rows
             if got >= total_rows:
                 out.put((time.monotonic(), got, store.nbytes()))
                 return

@@ -171,3 +171,14 @@ def test_a_single_row_encodes_to_the_same_bytes_on_the_struct_path(data):
         assert got is not None and got == encode(schema, cols, feed=feed, fseq=fseq)
         validate(got, REG)
     assert encode_row(REG["order"], cols) is None  # string columns: not this path
+
+
+@given(st.lists(syms, min_size=33, max_size=300))
+def test_long_numpy_symbol_columns_encode_to_the_same_bytes_as_arrow_strings(vals):
+    """A numpy str symbol column above SMALL_ROWS is hashed on its UCS-4 bytes; it must give
+    the bytes the Arrow path gives for the same strings."""
+    arr = np.array(vals, dtype=str)
+    n = len(arr)
+    cols = {"time": np.arange(n, dtype=np.int64), "price": np.ones(n), "size": np.arange(n)}
+    assert encode(REG["trade"], cols | {"sym": arr}) == \
+        encode(REG["trade"], cols | {"sym": pa.array(arr.tolist(), pa.string())})
