@@ -86,9 +86,12 @@ _FSEQ = struct.Struct("<Q")
 _HELLO_RETRY_S = 0.2                      # re-say hello while unanswered
 _POLL_CAP_S = 0.1                         # the I/O thread re-checks deadlines at least this often
 _BURST = 256                              # messages sent per lock hold, so producers get a turn
-# batch_ms=0: a publish goes out from the publishing thread itself while fewer messages than this
-# await the TP's ack; beyond it, rows wait for the next ack and go together (natural batching)
-_WINDOW = 4
+# batch_ms=0: a publish goes out from the publishing thread itself while fewer messages than
+# _WINDOW, holding fewer rows than _WINDOW_ROWS, await the TP's ack; beyond that, rows wait for
+# the next ack and go together (natural batching). Small, so that under load messages grow
+# instead of multiplying: each one costs an encode here and a message at every hop.
+_WINDOW = 16
+_WINDOW_ROWS = 64
 _POLLIN, _POLLOUT, _EVENTS, _NOBLOCK = int(zmq.POLLIN), int(zmq.POLLOUT), int(zmq.EVENTS), int(zmq.NOBLOCK)
 
 
@@ -349,10 +352,12 @@ class Feed:
                 self._flush_table(table, block=True)
                 self._send_now()
             elif self._batch_s == 0:
+                if rows == n and not self._window_open():
+                    self._service()   # the acks that arrived may open the window for these rows
                 if not self._coalescing():
                     self._flush_table(table, block=True)
                     self._send_now()
-                elif rows == n and len(self._inflight) < _WINDOW and not self._unsent:
+                elif rows == n and not self._unsent and self._window_open():
                     self._flush_table(table, block=True)   # the socket is free: now, from here
                     self._send_now()
                 elif self._unsent or rows == n:
@@ -369,6 +374,11 @@ class Feed:
         TP is connected and acking, the socket takes messages and the buffer has room;
         otherwise the producer queues its message itself. Lock held."""
         return self._ready and not self._blocked_out and not self._full(1)
+
+    def _window_open(self) -> bool:
+        """Fewer than _WINDOW messages, holding fewer than _WINDOW_ROWS rows, await acks."""
+        inflight = self._inflight
+        return len(inflight) < _WINDOW and sum(m.nrows for m in inflight) < _WINDOW_ROWS
 
     def _send_now(self) -> None:
         """In a producer, after queueing messages (lock held): send them from this thread if
@@ -679,7 +689,7 @@ class Feed:
     def _natural(self) -> bool:
         """Rows wait to go as one message per table, and the window is open (batch_ms=0).
         Lock held."""
-        return (self._batch_s == 0 and bool(self._pending) and len(self._inflight) < _WINDOW
+        return (self._batch_s == 0 and bool(self._pending) and self._window_open()
                 and self._coalescing())
 
     def _unwoken(self) -> int:

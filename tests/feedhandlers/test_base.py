@@ -386,12 +386,12 @@ def test_no_message_waits_for_the_poll_whatever_the_timing(shared_tp, gaps_us, t
 
 # ---------------------------------------------------------------- natural batching
 # batch_ms=0: a publish goes out at once from the publishing thread while fewer than _WINDOW
-# messages await the TP's ack; publishes made while that many are outstanding go out together
-# at the next ack, one message per table (at most batch_rows rows), in order, numbered like any
-# other message.
+# messages (of fewer than _WINDOW_ROWS rows) await the TP's ack; publishes made while that many
+# are outstanding go out together at the next ack, one message per table (at most batch_rows
+# rows), in order, numbered like any other message.
 
 def test_publishes_made_while_acks_are_outstanding_go_as_one_message(stack):
-    from feedhandlers.base import _WINDOW
+    from feedhandlers.base import _WINDOW, _WINDOW_ROWS
     cfg, procs = stack
     start_tp(cfg, procs)
     f = Feed.from_config(cfg, 21, batch_ms=0, batch_rows=20)
@@ -409,9 +409,10 @@ def test_publishes_made_while_acks_are_outstanding_go_as_one_message(stack):
     got = logged(cfg, 21)
     trades = [b.num_rows for _, _, tb, b in got if tb == "trade"]
     quotes = [b.num_rows for _, _, tb, b in got if tb == "quote"]
-    # the first _WINDOW publishes go alone; then rows wait, and go when batch_rows fill a
-    # message (sent by the producer) or at the ack (the rest)
-    w = _WINDOW // 2
+    # the first publishes go alone until the window is full (single rows: _WINDOW messages, or
+    # _WINDOW_ROWS rows); then rows wait, and go when batch_rows fill a message (sent by the
+    # producer) or at the ack (the rest)
+    w = min(_WINDOW, _WINDOW_ROWS) // 2
     assert trades == [1] * w + [20, 20, 50 - w - 40] and quotes == trades
     assert [fs for _, fs, _, _ in got] == list(range(1, len(got) + 1))
     assert (sizes([g for g in got if g[2] == "trade"]) == np.arange(50)).all()
