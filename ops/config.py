@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from feedhandlers.config import FeedSettings
-from gateway.config import Venues
+from gateway.config import GatewaySettings, Venues
 from hdb.config import HdbSettings
 from rdb.config import RdbSettings
 from schemas.settings import ConfigError, StackSettings
@@ -31,6 +31,7 @@ class Config(StackSettings):
     rdb: RdbSettings = RdbSettings()
     hdb: HdbSettings = HdbSettings()
     feed: FeedSettings = FeedSettings()
+    gateway: GatewaySettings = GatewaySettings()
     venues: Venues
 
 
