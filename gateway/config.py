@@ -68,9 +68,14 @@ DEFAULT_VENUES = {
 
 
 def venues_by_name(value: dict) -> dict:
-    """`[venues.X]` tables: each venue is named by its key (a `name` inside must agree)."""
+    """`[venues.X]` tables: each venue is named by its key (a `name` inside must agree). A table
+    for one of the default venues (A, B) changes that venue's defaults, so `[venues.A]
+    port = 5401` moves A and keeps its fees; the venues are the ones the config names (all
+    the defaults when it names none)."""
     out = {}
     for key, v in (value or {}).items():
+        if isinstance(v, dict) and key in DEFAULT_VENUES:
+            v = {**DEFAULT_VENUES[key].model_dump(), **v}
         v = dict(v) if isinstance(v, dict) else v.model_dump()
         if v.setdefault("name", key) != key:
             raise ValueError(f"venues.{key}.name is {v['name']!r}; a venue is named by its key")
