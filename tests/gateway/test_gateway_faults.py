@@ -5,6 +5,7 @@ hold, a value the data dictionary refuses. Each is counted (and published as an 
 an operator must look); the order's state stays right and trading goes on."""
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -61,7 +62,8 @@ def junk(tmp_path):
     t = None
     try:
         t = Trading(tmp_path / "home", in_process_venues=(), **{
-            "venues.X": {"port": port}, "gateway": {"venues": ["X"], "heartbeat_s": 1}})
+            "venues.X": {"port": port},
+            "gateway": {"venues": ["X"], "heartbeat_s": 1, "sor": False, "default_venue": "X"}})
         yield t, venue
     finally:
         if t is not None:
@@ -113,3 +115,39 @@ def test_bad_duplicate_unknown_and_overfilling_reports_never_stop_the_gateway(ju
     wait_for(lambda: [p["qty"] for p in c.status()["positions"] if p["sym"] == "JNK"] in ([0], []),
              what="the position to be flat")
     assert t.gw.fix.logged_on() and c.status()["venues"]["X"]["ready"]
+
+
+def test_the_kill_switch_waits_out_a_pending_replace_then_cancels_and_confirms(junk):
+    """HALTED lets cancels through; an order whose replace is still pending at the venue gets
+    its cancel as soon as the replace is answered, and the halt answers only once the venue
+    confirmed the cancel."""
+    from gateway.model import CancelOrder, ReplaceOrder
+    t, x = junk
+    c = t.client
+    t.quote("HLT", 10.0, 10.1)
+    c.new("HLT", "buy", 100, 10.0, tag="h1")
+    o = x.take(NewOrder).message
+    x.report(o, "H1", ExecType.NEW, OrdStatus.NEW)
+    events_until(c, parent_is("h1", "NEW"))
+    assert c.replace("h1", qty=120, price=10.05)["ok"]
+    rep = x.take(ReplaceOrder).message                  # the venue holds its answer back
+    halted = {}
+    th = threading.Thread(target=lambda: halted.update(c.halt("drill", timeout=30)))
+    other = t.connect("test")                            # the halt blocks its own client
+    th.start()
+    wait_for(lambda: other.status()["state"] == "HALTED", what="HALTED")
+    assert th.is_alive()                                 # nothing confirmed yet
+    r = ExecReport(rep.cl_ord_id, "X-1", "H2", ExecType.REPLACED, OrdStatus.NEW, o.sym, o.side, 120,
+                   leaves_qty=120, orig_cl_ord_id=o.cl_ord_id, price=10.05, time=time.time_ns())
+    assert x.ep.send(SESSION, r)
+    cx = x.take(CancelOrder).message                     # sent once the replace resolved
+    assert cx.orig_cl_ord_id == rep.cl_ord_id
+    assert th.is_alive()
+    r = ExecReport(cx.cl_ord_id, "X-1", "H3", ExecType.CANCELED, OrdStatus.CANCELED, o.sym, o.side, 120,
+                   orig_cl_ord_id=rep.cl_ord_id, price=10.05, time=time.time_ns())
+    assert x.ep.send(SESSION, r)
+    th.join(10)
+    assert halted["ok"] and halted["working"] == [] and halted["state"] == "HALTED"
+    (p,) = [p for p in other.orders()["orders"] if p["tag"] == "h1"]
+    assert p["status"] == "CANCELED" and p["qty"] == 120
+    assert other.resume("drill over")["state"] == "ACTIVE"
