@@ -270,6 +270,7 @@ class Gateway:
         for (name, v), spec in zip(self.venue_settings.items(), specs):
             link = VenueLink(name, v, f"FIX.4.4:{spec.sender}->{spec.target}")
             self.links[name], self.by_session[link.session] = link, link
+            self.fix.app.venue_names[v.comp_id] = name       # reports name the venue, not its CompID
         self._rewind(past)
         self.feed = Feed(self.tp, s.feed_id, self.registry, batch_ms=0, hello_timeout_ms=500)
         ctx = zmq.Context.instance()
@@ -930,7 +931,8 @@ class Gateway:
             return
         self.counts["reports"] += 1
         link.last_seq = max(link.last_seq, ev.seq)
-        msg = dataclasses.replace(msg, venue=link.name)
+        if msg.venue != link.name:
+            msg = dataclasses.replace(msg, venue=link.name)
         if isinstance(msg, ExecReport):
             self._adopt(msg, now, ev.seq)
         ch = self.orders.apply(msg, now)

@@ -6,7 +6,8 @@
     tickstack halt [--reason R]    # kill switch: HALTED + cancel everything, confirmed by the venues
     tickstack resume [--reason R]
 
-Each talks to the gateway's intents socket as client "cli" (gateway.client.OrderClient). A
+Each talks to the gateway's intents socket (gateway.client.OrderClient; client "cli", and
+"cli-<random>" for each `order`, which listens for its order's events). A
 gateway that is down is reported at once, naming the command that starts it. `order` prints
 the gateway's answer, then the fills and the order's state as they come, for up to --wait
 seconds (until the order is done). A denial exits with status 1 and says why (the risk code
@@ -40,10 +41,10 @@ def require_gateway(cfg) -> None:
     _fail(f"gateway is not running: `tickstack start gateway` (nothing accepts connections on {endpoint})")
 
 
-def _client(cfg, mode: str = "req", timeout: float = 10.0):
+def _client(cfg, mode: str = "req", timeout: float = 10.0, client: str = "cli"):
     from gateway.client import OrderClient
     require_gateway(cfg)
-    return OrderClient(cfg.gateway.intents, client="cli", mode=mode, timeout=timeout)
+    return OrderClient(cfg.gateway.intents, client=client, mode=mode, timeout=timeout)
 
 
 def _call(fn, *args, **kw) -> dict:
@@ -77,7 +78,9 @@ def _children(r: dict) -> str:
 @click.pass_obj
 def order(cfg, side, sym, qty, price, tif, venue, account, strategy, wait):
     """Send an order through the gateway (pre-trade risk, routing, FIX); print what happens."""
-    oc = _client(cfg, mode="dealer")
+    # its own client id: the gateway sends a client's events to the connection it last used,
+    # so two `order` commands at once must not share one
+    oc = _client(cfg, mode="dealer", client=f"cli-{uuid.uuid4().hex[:8]}")
     try:
         tag = f"cli-{uuid.uuid4().hex[:16]}"
         r = _call(oc.new, sym, side, qty, price, tif=tif, venue=venue, account=account,

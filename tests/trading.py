@@ -4,6 +4,7 @@ process: its quickfix initiator logs on to them over loopback), driven by OrderC
 public API. Everything is stopped by the fixture, also when a test fails."""
 from __future__ import annotations
 
+import gc
 import time
 from pathlib import Path
 
@@ -89,11 +90,15 @@ class Trading:
             self.gw.stop()
         for stop in self._stops:
             stop()
-        for v in self.venues.values():
+        for v in (self.venues or {}).values():
             v.stop()
         if self.feed is not None:
             self.feed.close(2)
         self.procs.stop_all()
+        self.gw = self.venues = None
+        # free quickfix's C++ objects now, in this process: left to a later garbage collection
+        # they could be destroyed in a forked child (multiprocessing) and crash it
+        gc.collect()
 
 
 def events_until(client, pred, timeout: float = 10.0) -> list[dict]:

@@ -121,6 +121,8 @@ class FixApp(fix.Application):
         self.deliver = deliver
         self.accepts = frozenset(accepts)
         self.resend_app = resend_app
+        # what a received message's `venue` says: the peer's CompID, or the name given here
+        self.venue_names: dict[str, str] = {}
         self.sessions: dict[str, fix.SessionID] = {}
         self._lock = threading.Lock()
         self.counters = {"received": 0, "logons": 0, "logouts": 0, "parse_errors": 0,
@@ -232,7 +234,8 @@ class FixApp(fix.Application):
                             f"MsgType {kind} is not accepted here; this end takes {sorted(self.accepts)}")
                 return
             fields = fields_of(msg)
-            obj = from_fields(fields, venue=sid.getTargetCompID().getValue())
+            peer = sid.getTargetCompID().getValue()
+            obj = from_fields(fields, venue=self.venue_names.get(peer, peer))
             self.deliver(Received(sid.toString(), obj, int(fields.get(MSG_SEQ_NUM, 0)),
                                   fields.get(POSS_DUP) == "Y", reject_reason(fields) if kind == "8" else None))
             self.count("received")

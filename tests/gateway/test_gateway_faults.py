@@ -5,6 +5,7 @@ hold, a value the data dictionary refuses. Each is counted (and published as an 
 an operator must look); the order's state stays right and trading goes on."""
 from __future__ import annotations
 
+import gc
 import threading
 import time
 
@@ -53,6 +54,8 @@ class ScriptedVenue:
 
     def close(self):
         self.ep.close()
+        self.ep = None
+        gc.collect()              # quickfix's objects freed here, not in some forked child later
 
 
 @pytest.fixture
