@@ -2,12 +2,22 @@
 
 Layout: `<hdb>/<table>/date=YYYY-MM-DD/part-0.parquet` (hive partitioning; any Parquet reader
 can read it). A big day (>= 2M rows per core) is split into part-0..part-3, each a contiguous
-range of syms written by its own thread, so the files in name order are still one sorted
-sequence and every sym lives in exactly one file. Each file is sorted by sym then time,
-zstd-compressed, with the sym column dictionary-encoded (prices too: they repeat), `time` as
-timestamp[ns] with delta encoding, statistics on every column and row groups of about
-rows/(2*nsyms) rows (bounded to 128k..1M), so a filter on one sym reads only the few row groups
-that hold it; the sort order is recorded in the file's `sorting_columns`.
+range of syms, so the files in name order are still one sorted sequence and every sym lives in
+exactly one file. Each file is sorted by sym then time, with statistics on every column and row
+groups of about rows/(2*nsyms) rows (bounded to 128k..1M), so a filter on one sym reads only the
+few row groups that hold it; the sort order is recorded in the file's `sorting_columns`.
+Encodings (see writer_options): `time` as timestamp[ns], delta encoded and not compressed (zstd
+gains nothing on it); every other column dictionary encoded (the sym column always) and zstd
+compressed.
+
+Speed (what the RDB's end of day costs, `tickstack bench eod`): the day is never combined or
+copied whole. The RDB hands over `Store.snapshot()` - 262,144-row chunks sharing one sym
+dictionary - and the sort is planned on it in place: the dictionary is ranked once, each row's
+rank looked up chunk by chunk, one counting sort on the ranks (time is already in order). Each
+row group is then gathered straight from the chunks into buffers that every row group of a file
+reuses (`SortedRows`), because touching fresh memory is what a first end of day in a process
+pays most for. The files of all tables are written side by side on a thread pool (Arrow's take,
+encoders and file writes release the GIL).
 
 Atomicity: the partition is written into `<hdb>/<table>/.tmp-date=...-<id>/` (invisible to the
 `date=*` glob readers use), fsynced, then renamed into place. An existing partition is swapped
