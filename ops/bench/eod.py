@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import resource
 import shutil
 import tempfile
 import time
@@ -115,6 +116,13 @@ def fill_store(registry: Registry, day: dt.date, rows: dict[str, int], nsyms: in
     return store, messages
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process, every thread, user + system: on a shared box the wall time of
+    a run swings with the neighbours' load, its CPU time much less."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 class ArcticBaseline:
     """ArcticDB writing the day as its user would: one `library.write` per table (see above)."""
 
@@ -124,16 +132,18 @@ class ArcticBaseline:
         self.where = where
         self.runs = 0
         self.bytes = 0
+        self.cpu: list[float] = []
 
     def write(self) -> float:
         import arcticdb
         self.runs += 1
         d = self.where / f"arctic-{self.runs}"
         lib = arcticdb.Arctic(f"lmdb://{d}").get_library("day", create_if_missing=True)
-        t = time.perf_counter()
+        t, c = time.perf_counter(), cpu_seconds()
         for name, df in self.frames.items():
             lib.write(name, df)
         took = time.perf_counter() - t
+        self.cpu.append(cpu_seconds() - c)
         self.bytes = sum(f.stat().st_size for f in d.rglob("*") if f.is_file())
         del lib
         shutil.rmtree(d, ignore_errors=True)
@@ -174,15 +184,17 @@ def main(argv=None) -> None:
           f"{store.nbytes() / 1e6:,.0f} MB", flush=True)
 
     sizes = {}
+    cpu: list[float] = []
     with tempfile.TemporaryDirectory(prefix="tsbench", dir=a.dir) as d:
         d = Path(d)
         arctic = arctic_baseline(store.snapshot(), list(rows), d)
 
         def rdb_eod(dest: Path) -> float:
             """Seconds for snapshot + save_day, as Rdb.end does it."""
-            t = time.perf_counter()
+            t, c = time.perf_counter(), cpu_seconds()
             save_day(dest, day, store.snapshot(), reg, progress=False)
             took = time.perf_counter() - t
+            cpu.append(cpu_seconds() - c)
             sizes["tickstack"] = sum(f.stat().st_size for f in dest.rglob("*.parquet"))
             shutil.rmtree(dest, ignore_errors=True)
             return took
@@ -216,6 +228,9 @@ def main(argv=None) -> None:
     print(f"seconds per run: save_day first {first:.2f}, then {['%.2f' % x for x in ours]}"
           + (f"  ArcticDB first {arctic_first:.2f}, then {['%.2f' % x for x in arc]}" if arctic else "")
           + f"  pyarrow {['%.2f' % x for x in raw]}")
+    print(f"CPU seconds per run (user+sys, all threads): save_day {['%.2f' % x for x in cpu]}"
+          + (f"  ArcticDB {['%.2f' % x for x in arctic.cpu]}" if arctic else "")
+          + " (first call first)")
     if arctic:
         report("EOD first call vs ArcticDB first call", total / first, total / arctic_first,
                "rows/s", target=">= 1.0")
