@@ -60,7 +60,7 @@ def _chunk_runs(col: pa.ChunkedArray) -> tuple[list[pa.Array], np.ndarray, np.nd
     at every chunk boundary (chunks may have their own dictionaries)."""
     dicts, chunk, start, code = [], [], [], []
     at = 0
-    for i, c in enumerate(col.chunks):
+    for c in col.chunks:
         if len(c) == 0:
             continue
         if not pa.types.is_dictionary(c.type):
