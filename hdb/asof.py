@@ -21,8 +21,6 @@ times: no sort, no hash table, no per-row key. DuckDB's ASOF operator sorts both
 from __future__ import annotations
 
 import datetime as dt
-import os
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
@@ -30,17 +28,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-
-PARALLEL_MIN_ROWS = 100_000   # fewer left rows: one thread searches them all
-_POOL: ThreadPoolExecutor | None = None
-
-
-def _pool() -> ThreadPoolExecutor:
-    global _POOL
-    if _POOL is None:
-        _POOL = ThreadPoolExecutor(max(2, min(4, os.cpu_count() or 1)), "hdb-asof")
-    return _POOL
-
 
 class AsofError(ValueError):
     """The tables cannot be as-of joined as given; the message says why and what to do."""
@@ -121,37 +108,27 @@ def match(left: Runs, lt: np.ndarray, right: Runs, rt: np.ndarray) -> np.ndarray
     """Per left row, the index of its right row (-1: none): per sym, one binary search of the
     left times in the right times of that sym (a sym's quotes fit in cache; side="right"
     lands after the last equal time, so of several right rows at the same nanosecond the last
-    is taken). AsofError if time goes down within a sym on either side. The syms are split
-    between two threads (numpy's search releases the GIL)."""
+    is taken). AsofError if time goes down within a sym on either side."""
     idx = np.full(len(lt), -1, np.int64)
-    if not len(right.rank) or not len(left.rank):
-        return idx
-    pos = np.minimum(np.searchsorted(right.rank, left.rank), len(right.rank) - 1)
-    spans = list(zip(left.start.tolist(), left.end.tolist(), right.start[pos].tolist(),
-                     right.end[pos].tolist(), (right.rank[pos] == left.rank).tolist()))
-
-    def search(part: list) -> None:
-        for a, b, c, d, ok in part:
-            times = lt[a:b]
-            if b - a > 1 and not (times[1:] >= times[:-1]).all():
-                raise _not_sorted("left")
-            if not ok:
-                continue
-            rts = rt[c:d]
-            if d - c > 1 and not (rts[1:] >= rts[:-1]).all():
-                raise _not_sorted("right")
-            found = np.searchsorted(rts, times, "right")
-            found += c - 1
-            found[found < c] = -1
-            idx[a:b] = found
-
-    half = int(np.searchsorted(left.start, len(lt) // 2))
-    if len(lt) < PARALLEL_MIN_ROWS or half in (0, len(spans)):
-        search(spans)
-    else:
-        done = _pool().submit(search, spans[half:])
-        search(spans[:half])
-        done.result()
+    pos = np.searchsorted(right.rank, left.rank)
+    pos = np.minimum(pos, max(len(right.rank) - 1, 0))
+    for a, b, c, d, ok in zip(left.start.tolist(), left.end.tolist(),
+                              right.start[pos].tolist() if len(right.rank) else [0] * len(pos),
+                              right.end[pos].tolist() if len(right.rank) else [0] * len(pos),
+                              (right.rank[pos] == left.rank).tolist() if len(right.rank)
+                              else [False] * len(pos)):
+        times = lt[a:b]
+        if b - a > 1 and not (times[1:] >= times[:-1]).all():
+            raise _not_sorted("left")
+        if not ok:
+            continue
+        rts = rt[c:d]
+        if d - c > 1 and not (rts[1:] >= rts[:-1]).all():
+            raise _not_sorted("right")
+        found = np.searchsorted(rts, times, "right")
+        found += c - 1
+        found[found < c] = -1
+        idx[a:b] = found
     return idx
 
 
@@ -174,10 +151,9 @@ def asof_join(left: pa.Table, right: pa.Table, columns: list[str] | None = None)
     lruns, rruns = sym_runs([left.column("sym"), right.column("sym")])
     idx = match(lruns, lt, rruns, rt)
     take = pa.array(idx, mask=idx < 0)
-    taken = list(_pool().map(lambda c: right.column(c).take(take), columns))
     out = left
-    for c, col in zip(columns, taken):
-        out = out.append_column(right.schema.field(c), col)
+    for c in columns:
+        out = out.append_column(right.schema.field(c), right.column(c).take(take))
     return out
 
 
@@ -200,8 +176,7 @@ def join_day(hdb_dir: Path, day: dt.date, left: str = "trade", right: str = "quo
     if not lf or not rf:
         return None
     rcols = None if columns is None else ["time", "sym", *columns]
-    reading = _pool().submit(read_partition, rf, rcols)    # both sides at once
-    ltab, rtab = read_partition(lf), reading.result()
+    ltab, rtab = read_partition(lf), read_partition(rf, rcols)
     # a date column stored in a file gives way to the directory's, as in the SQL views
     ltab = ltab.drop_columns([c for c in ["date"] if c in ltab.column_names])
     rtab = rtab.drop_columns([c for c in ["date"] if c in rtab.column_names])
