@@ -58,9 +58,15 @@ DEFAULT_VENUES = {
 
 def venues_by_name(value: dict) -> dict:
     """`[venues.X]` tables: each venue is named by its key (a `name` inside must agree)."""
+    if not isinstance(value, dict):
+        raise ValueError("[venues] holds one table per venue, e.g. [venues.A] port = 5301")
     out = {}
-    for key, v in (value or {}).items():
-        v = dict(v) if isinstance(v, dict) else v.model_dump()
+    for key, v in value.items():
+        if isinstance(v, VenueSettings):
+            v = v.model_dump()
+        elif not isinstance(v, dict):
+            raise ValueError(f"venues.{key} must be a table of venue settings ([venues.{key}]), not {v!r}")
+        v = dict(v)
         if v.setdefault("name", key) != key:
             raise ValueError(f"venues.{key}.name is {v['name']!r}; a venue is named by its key")
         out[key] = v

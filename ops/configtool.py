@@ -358,7 +358,31 @@ def check_data(data: Any) -> list[Problem]:
         except Exception as e:  # noqa: BLE001
             problems.append(Problem("(top)", f"cannot be read ({type(e).__name__}: {e})"))
     seen = {(p.key, p.message) for p in problems}
-    return problems + [p for p in cross_problems(cfg, drop) if (p.key, p.message) not in seen]
+    found = problems + [p for p in cross_problems(cfg, drop) if (p.key, p.message) not in seen]
+    return sorted(found, key=_file_order(data))
+
+
+def _file_order(data: dict):
+    """Sort key listing problems in the order their keys appear in the file (a problem with no
+    key of the file, e.g. a missing one, after those of its section)."""
+    order: dict[str, int] = {}
+
+    def walk(d: dict, prefix: str) -> None:
+        for k, v in d.items():
+            key = f"{prefix}{k}"
+            order.setdefault(key, len(order))
+            if isinstance(v, dict):
+                walk(v, key + ".")
+    walk(data, "")
+
+    def position(p: Problem) -> int:
+        parts = p.key.split(".")
+        for i in range(len(parts), 0, -1):
+            pos = order.get(".".join(parts[:i]))
+            if pos is not None:
+                return pos
+        return len(order)
+    return position
 
 
 def check_text(text: str) -> list[Problem]:
