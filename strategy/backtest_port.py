@@ -259,8 +259,8 @@ class BacktestPort:
         """Send a cancel for each working child; the number sent."""
         sent = 0
         for c in self._working_children(p):
-            if only_day and c.tif not in (TimeInForce.DAY,):
-                continue
+            if (only_day and c.tif is not TimeInForce.DAY) or c.request is not None:
+                continue                       # GTC survives the day; a request is pending
             self._n += 1
             cancel = CancelOrder(f"{c.cl_ord_id}~{self._n}", c.cl_ord_id, c.sym, c.side, c.order_qty,
                                  c.order_id, t)

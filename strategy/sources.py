@@ -172,7 +172,7 @@ class HdbSource:
 
     def _read(self, table: str, day: dt.date, syms, cols=None) -> pa.Table | None:
         files = sorted((self.hdb / table / f"date={day}").glob("*.parquet"))
-        if not files:
+        if not files or (syms is not None and not len(syms)):
             return None
         filters = [("sym", "in", sorted(syms))] if syms is not None else None
         parts = [pq.read_table(f, columns=cols, filters=filters) for f in files]

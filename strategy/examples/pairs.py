@@ -283,7 +283,7 @@ class PairsStrategy(Strategy):
             return
         p = leg[0]
         p.working.discard(e.tag)
-        if not p.working:
+        if not p.working and not p.off:       # a retry's own outcome waits for the next sample
             self._reconcile(p, max(self.now, e.time))
 
     def _reconcile(self, p: _Pair, t: int) -> None:
