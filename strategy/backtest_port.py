@@ -102,6 +102,16 @@ class BacktestPort:
         self._q, self._fed = None, 0
 
     def sync(self, t: int) -> None:
+        """Everything that happens at the venues up to data time t has happened: requests due
+        by t took effect, resting orders met the quotes stamped up to t. While nothing is
+        pending or resting, nothing can happen, and the quotes wait to be fed in one larger
+        batch (before the next request, or at the end of the chunk)."""
+        if self.hot or self.next_due() is not None:
+            self._feed_to(t)
+        if t > self.now:
+            self.now = t
+
+    def _feed_to(self, t: int) -> None:
         """The venues and risk see the market up to data time t; requests due by t take effect."""
         q = self._q
         if q is not None:
@@ -134,9 +144,13 @@ class BacktestPort:
         out: list[Routed] = []
         for e in self.engines.values():
             out += e.on_quotes(time, (codes, words), bid, ask, q["bsize"][a:b], q["asize"][a:b])
-        self.risk.on_quotes(pa.DictionaryArray.from_arrays(pa.array(codes, pa.int32()),
-                                                           pa.array(words, pa.string())),
-                            bid, ask, time)
+        rows = _latest_valid(codes, len(words), bid, ask) if q["runmax"] is q["time"] else None
+        if rows is None:
+            self.risk.on_quotes(pa.DictionaryArray.from_arrays(pa.array(codes, pa.int32()),
+                                                               pa.array(words, pa.string())),
+                                bid, ask, time)
+        else:          # the same result: Risk keeps only each sym's latest valid quote
+            self.risk.on_quotes(np.asarray(words, dtype=object)[codes[rows]], bid[rows], ask[rows], time[rows])
         if out:
             self._handle(out)
         t = int(q["runmax"][b - 1])
@@ -157,7 +171,7 @@ class BacktestPort:
             self.inbox.append({**self._tags[tag], "dup": True})
             return
         time = max(int(time), 0)
-        self.sync(time)
+        self._feed_to(time)
         op = msg.get("op")
         handler = {"new": self._new, "cancel": self._cancel, "replace": self._replace,
                    "cancel_all": self._cancel_all, "orders": self._list, "status": self._status}.get(op)
@@ -343,13 +357,13 @@ class BacktestPort:
 
     def end_of_day(self, t: int) -> None:
         """Cancel every working DAY order (the venues expire them at the end of the day)."""
-        self.sync(t)
+        self._feed_to(t)
         for p in list(self.parents.values()):
             if p.status not in _DONE:
                 self._cancel_parent(p, t, only_day=True)
         self._flush()
         lat = max((e.model.latency_ns for e in self.engines.values()), default=0)
-        self.sync(t + lat)
+        self._feed_to(t + lat)
 
     # ---- reports --------------------------------------------------------------------------
     def _handle(self, out: list[Routed], touched: set[str] | None = None) -> None:
@@ -432,6 +446,22 @@ class BacktestPort:
 
 
 _DONE = frozenset({"FILLED", "CANCELED", "REJECTED", "EXPIRED"})
+
+
+def _latest_valid(codes: np.ndarray, k: int, bid: np.ndarray, ask: np.ndarray) -> np.ndarray | None:
+    """Row index of each code's last quote with two positive finite sides, for time-sorted
+    rows and few syms (one vectorised pass per sym); None for many syms."""
+    if k > 16:
+        return None
+    with np.errstate(invalid="ignore"):
+        ok = np.isfinite(bid) & np.isfinite(ask) & (bid > 0) & (ask > 0)
+    n = len(codes)
+    rows = []
+    for c in range(k):
+        hit = np.flatnonzero((codes[::-1] == c) & ok[::-1][:n])[:1]
+        if len(hit):
+            rows.append(n - 1 - int(hit[0]))
+    return np.array(sorted(rows), dtype=np.int64)
 
 
 def _report_time(r: Routed) -> int:

@@ -66,8 +66,11 @@ class Universe:
             words = col.dictionary.to_pylist()
             idx = col.indices.to_numpy(zero_copy_only=False)
         else:
-            words, idx = np.unique(np.asarray(col, dtype=object).astype(str), return_inverse=True)
-            words = words.tolist()
+            arr = np.asarray(col)
+            if arr.dtype.kind not in "US":
+                arr = arr.astype(str)
+            words, idx = np.unique(arr, return_inverse=True)
+            words = [str(w) for w in words.tolist()]
         lut = np.fromiter((self.code(str(w)) for w in words), np.int32, len(words))
         return lut[np.asarray(idx).reshape(-1)] if len(words) else np.zeros(0, np.int32)
 

@@ -91,10 +91,32 @@ def _sym_filter(table, syms):
     if table is None or syms is None:
         return table
     if isinstance(table, dict):
-        keep = np.isin(np.asarray(table["sym"]).astype(str), sorted(syms))
-        return {k: np.asarray(v)[keep] for k, v in table.items()}
+        col = table["sym"]
+        if isinstance(col, (pa.Array, pa.ChunkedArray)):
+            keep = _in(col, syms)
+        else:
+            col = np.asarray(col)
+            keep = np.isin(col if col.dtype.kind in "US" else col.astype(str), sorted(syms))
+        if keep.all():
+            return table
+        return {k: (v.filter(pa.array(keep)) if isinstance(v, (pa.Array, pa.ChunkedArray))
+                    else np.asarray(v)[keep]) for k, v in table.items()}
+    col = table.column("sym")
+    if pa.types.is_dictionary(col.type):
+        keep = _in(col, syms)
+        return table if keep.all() else table.filter(pa.array(keep))
     return table.filter(pc.is_in(table.column("sym").cast(pa.string()),
                                  value_set=pa.array(sorted(syms), pa.string())))
+
+
+def _in(col, syms) -> np.ndarray:
+    """Row mask: sym in `syms`, per distinct sym for a dictionary column."""
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks()
+    if not pa.types.is_dictionary(col.type):
+        col = col.dictionary_encode()
+    lut = np.isin(np.asarray(col.dictionary.to_pylist(), dtype=object), list(syms))
+    return lut[col.indices.to_numpy(zero_copy_only=False)] if len(lut) else np.zeros(len(col), bool)
 
 
 def merged_chunks(quotes: dict | None, trades: dict | None, chunk_rows: int = CHUNK_ROWS
@@ -284,9 +306,14 @@ def _marks(cols: dict | None, universe: Universe) -> dict[str, tuple[np.ndarray,
     with np.errstate(invalid="ignore"):
         mid = (cols["bid"] + cols["ask"]) * 0.5
     ok = np.isfinite(mid) & (cols["bid"] > 0) & (cols["ask"] > 0)
+    code = cols["code"][ok]
+    # one stable O(n) radix sort by sym (16-bit codes), then a slice per sym
+    order = np.argsort(code.astype(np.int16) if len(universe) < 32768 else code, kind="stable")
+    counts = np.bincount(code, minlength=len(universe))
+    ends = np.cumsum(counts)
+    t, m = cols["time"][ok][order], mid[ok][order]
     out = {}
-    code = cols["code"]
-    for c in np.unique(code[ok]).tolist():
-        m = ok & (code == c)
-        out[universe.names[c]] = (cols["time"][m], mid[m])
+    for c in np.flatnonzero(counts).tolist():
+        a, b = ends[c] - counts[c], ends[c]
+        out[universe.names[c]] = (t[a:b], m[a:b])
     return out

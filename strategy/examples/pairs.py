@@ -10,8 +10,11 @@ half-life < `max_half_life_s`, each sym in one pair at most). Those snapshots se
 rolling window.
 
 Hedge ratio: rolling OLS of log b on log a (beta, alpha, residual sd) over the last `window`
-snapshots, refit every `refit_every` snapshots. Snapshots and refits happen on a data-time
-timer (every `sample_s`), so the fit is the same per event and in batch.
+snapshots, refit every `refit_every` snapshots. A snapshot is taken as data passes each
+multiple of `sample_s` (the legs' log mids as of that time), exactly when a data-time timer
+would fire; it is done in the quote callbacks rather than with a timer so that the batch form
+is not cut every `sample_s` (it applies each refit from the row after it, vectorised), and the
+fit is the same per event and in batch.
 
 Signal: z = (log b - beta log a - alpha) / sd on every quote of either leg. The target is
 short the spread (sell b, buy beta-weighted a) when z > entry_z, long when z < -entry_z, flat
@@ -19,8 +22,9 @@ when |z| < exit_z, else unchanged. A change of target sends both legs together: 
 orders `tol_bps` through the touch, sized by notional (b: `notional`, a: beta x `notional`).
 
 Legs that fail: when all of a pair's orders are done and its positions differ from the
-target book, an entry or flip is unwound (the pair goes flat and waits for the next change of
-target), an exit is retried for what is left (at most `max_retries` times in a row).
+target book, an entry or flip is unwound at once (the pair goes flat and waits for the next
+change of target); what is still off is retried at each snapshot (per event) or after each
+batch, at most `max_retries` times in a row, further through the touch each time.
 Decisions depend on the quotes and the book only, so the per-event (`on_quote`) and batch
 (`on_quotes`) forms make the same decisions on the same data; they differ only in when they
 react to order events (batch: after the batch).
@@ -103,7 +107,8 @@ class PairsStrategy(Strategy):
         self._ask: dict[str, float] = {}
         self._tag_leg: dict[str, tuple[_Pair, bool]] = {}
         self._samples = 0
-        self.every(self.sample_s, "sample")
+        self._step = round(self.sample_s * 1e9)
+        self._grid = None                  # the next multiple of sample_s to sample at
 
     # ---- history ----------------------------------------------------------------------------
     def load_history(self) -> dict[str, np.ndarray]:
@@ -146,6 +151,8 @@ class PairsStrategy(Strategy):
         legs = self._legs.get(q.sym)
         if legs is None:
             return
+        if self._grid is None or q.time > self._grid:
+            self._sample_until(q.time)
         bid, ask = q.bid, q.ask
         if not (bid > 0 and ask > 0):
             return
@@ -170,74 +177,141 @@ class PairsStrategy(Strategy):
     # ---- batch ------------------------------------------------------------------------------
     def on_quotes(self, b) -> None:
         code, bid, ask, time = b.code, b.bid, b.ask, b.time
-        valid = (bid > 0) & (ask > 0)
-        lm_all = None
-        decisions = []
-        for n, p in enumerate(self._pairs):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            valid = (bid > 0) & (ask > 0)
+            lm_all = np.log((bid + ask) * 0.5)
+        entry, exit_ = self.entry_z, self.exit_z
+        if self._grid is None:
+            self._grid = -(-int(time[0]) // self._step) * self._step
+        grid = np.arange(self._grid, int(time[-1]), self._step, dtype=np.int64)  # passed in this batch
+        legs = []
+        for p in self._pairs:
             if p.ca < 0 or p.cb < 0:
                 p.ca, p.cb = b.code_of(p.a), b.code_of(p.b)
             isb = code == p.cb
             idx = np.flatnonzero(((code == p.ca) | isb) & valid)
+            onb = isb[idx]
+            ona = ~onb
+            lm = lm_all[idx]
+            # each leg's log mid as of every row: the last value of that leg so far (cumsum trick)
+            la = np.concatenate([[p.la], lm[ona]])[np.cumsum(ona)]
+            lb = np.concatenate([[p.lb], lm[onb]])[np.cumsum(onb)]
+            legs.append((idx, ona, onb, la, lb))
+        changes = self._sample_batch(grid, time, legs) if len(grid) else [[] for _ in self._pairs]
+        decisions = []
+        for n, (p, (idx, ona, onb, la, lb)) in enumerate(zip(self._pairs, legs)):
             if not len(idx):
                 continue
-            if lm_all is None:
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    lm_all = np.log((bid + ask) * 0.5)
-            lm, onb = lm_all[idx], isb[idx]
-            la = _ffill(np.where(onb, np.nan, lm), p.la)
-            lb = _ffill(np.where(onb, lm, np.nan), p.lb)
-            z = (lb - p.beta * la - p.alpha) / p.sd
-            sig = np.full(len(idx), np.nan)
+            if changes[n]:        # refits inside this batch: each row uses the fit in force then
+                at = np.searchsorted(np.array([c[0] for c in changes[n]]), time[idx], "left") - 1
+                par = np.array([c[1:] for c in changes[n]])
+                beta, alpha, sd = par[at, 0], par[at, 1], par[at, 2]
+            else:
+                beta, alpha, sd = p.beta, p.alpha, p.sd
+            z = (lb - beta * la - alpha) / sd
             with np.errstate(invalid="ignore"):
-                sig[np.abs(z) < self.exit_z] = 0.0
-                sig[z > self.entry_z] = -1.0
-                sig[z < -self.entry_z] = 1.0
-            tgt = _ffill(sig, float(p.target))
-            prev = np.concatenate([[float(p.target)], tgt[:-1]])
-            changes = np.flatnonzero(tgt != prev)
-            if len(changes):
-                # each leg's touch as of every decision row: its last row so far in this batch
-                row_a = _ffill(np.where(onb, np.nan, idx.astype(float)), np.nan)
-                row_b = _ffill(np.where(onb, idx.astype(float), np.nan), np.nan)
-                for k in changes.tolist():
-                    decisions.append((int(idx[k]), n, p, int(tgt[k]),
-                                      self._touch_at(p.a, row_a[k], bid, ask),
-                                      self._touch_at(p.b, row_b[k], bid, ask)))
-                p.target = int(tgt[-1])
+                # only rows that can change the target matter; most batches have none
+                if p.target == 0:
+                    moves = np.abs(z) > entry
+                elif p.target < 0:
+                    moves = z < exit_
+                else:
+                    moves = z > -exit_
+            if moves.any():
+                with np.errstate(invalid="ignore"):
+                    sig = np.where(z > entry, -1.0, np.where(z < -entry, 1.0,
+                                                             np.where(np.abs(z) < exit_, 0.0, np.nan)))
+                have = ~np.isnan(sig)
+                tgt = np.concatenate([[float(p.target)], sig[have]])[np.cumsum(have)]
+                prev = np.concatenate([[float(p.target)], tgt[:-1]])
+                moved = np.flatnonzero(tgt != prev)
+                if len(moved):
+                    # each leg's touch as of every decision row: its last row so far in this batch
+                    pos = idx.astype(float)
+                    row_a = np.concatenate([[np.nan], pos[ona]])[np.cumsum(ona)]
+                    row_b = np.concatenate([[np.nan], pos[onb]])[np.cumsum(onb)]
+                    for k in moved.tolist():
+                        decisions.append((int(idx[k]), n, p, int(tgt[k]),
+                                          self._touch_at(p.a, row_a[k], bid, ask),
+                                          self._touch_at(p.b, row_b[k], bid, ask),
+                                          float(beta if np.isscalar(beta) else beta[k])))
+                    p.target = int(tgt[-1])
             p.la, p.lb = float(la[-1]), float(lb[-1])
-            for sym, rows in ((p.a, idx[~onb]), (p.b, idx[onb])):
+            for sym, rows in ((p.a, idx[ona]), (p.b, idx[onb])):
                 if len(rows):
                     self._bid[sym], self._ask[sym] = float(bid[rows[-1]]), float(ask[rows[-1]])
         # orders go out in row order across pairs, as the per-event form sends them
         decisions.sort(key=lambda d: (d[0], d[1]))
-        for row, _, p, new, qa, qb in decisions:
-            self._retarget(p, new, int(time[row]), qa, qb)
+        for row, _, p, new, qa, qb, hedge in decisions:
+            self._retarget(p, new, int(time[row]), qa, qb, hedge)
+        for p in self._pairs:           # retries of failed legs: after the batch
+            if p.off and not p.working:
+                self._reconcile(p, int(time[-1]))
+
+    def _sample_batch(self, grid, time, legs) -> list[list]:
+        """Snapshots at the grid times this batch passed, as of each (the pairs' values before
+        the batch, or their last row at or before it); the refits they bring, per pair:
+        [(grid time, beta, alpha, sd), ...] with the fit in force before first."""
+        asof = []
+        for p, (idx, ona, onb, la, lb) in zip(self._pairs, legs):
+            at = np.searchsorted(time[idx], grid, "right") - 1
+            ok = at >= 0
+            xa = np.where(ok, la[np.maximum(at, 0)] if len(la) else p.la, p.la)
+            xb = np.where(ok, lb[np.maximum(at, 0)] if len(lb) else p.lb, p.lb)
+            asof.append((xa.tolist(), xb.tolist()))
+        changes: list[list] = [[] for _ in self._pairs]
+        for j, t in enumerate(grid.tolist()):
+            self._samples += 1
+            refit = self._samples % self.refit_every == 0
+            for n, p in enumerate(self._pairs):
+                xa, xb = asof[n][0][j], asof[n][1][j]
+                if refit and not changes[n]:
+                    changes[n].append((t, p.beta, p.alpha, p.sd))
+                self._snap(p, xa, xb, refit)
+                if refit:
+                    changes[n].append((t, p.beta, p.alpha, p.sd))
+        self._grid = int(grid[-1]) + self._step
+        # change points: the first entry is the fit before the batch (from the batch's start)
+        return [[(-1 << 62,) + c[0][1:]] + c[1:] if c else [] for c in changes]
 
     def _touch_at(self, sym: str, row: float, bid, ask) -> tuple:
         if row == row:
             return float(bid[int(row)]), float(ask[int(row)])
         return self._bid.get(sym), self._ask.get(sym)
 
-    # ---- timer: snapshots and the rolling fit -------------------------------------------------
-    def on_timer(self, name: str, time: int) -> None:
-        if name != "sample":
-            return
-        self._samples += 1
-        refit = self._samples % self.refit_every == 0
-        for p in self._pairs:
-            if p.off and not p.working:
-                self._reconcile(p, time)
-            if p.la == p.la and p.lb == p.lb:
-                p.xs.append(p.la)
-                p.ys.append(p.lb)
-            if refit and len(p.xs) >= self.min_samples:
-                beta, alpha, sd = ols(np.fromiter(p.xs, float, len(p.xs)), np.fromiter(p.ys, float, len(p.ys)))
-                if beta > 0 and sd > 0:
-                    p.beta, p.alpha, p.sd = beta, alpha, sd
+    # ---- snapshots and the rolling fit ------------------------------------------------------
+    # Taken as data passes each multiple of sample_s (what a data-time timer would do), here
+    # in the quote callbacks so the batch form needs no cut every sample_s.
+    def _sample_until(self, t: int) -> None:
+        """Snapshots at every grid time before t (per event: the values now are as of then)."""
+        step = self._step
+        if self._grid is None:
+            self._grid = -(-t // step) * step
+        g = self._grid
+        while g < t:
+            self._samples += 1
+            refit = self._samples % self.refit_every == 0
+            for p in self._pairs:
+                self._snap(p, p.la, p.lb, refit)
+                if p.off and not p.working:
+                    self._reconcile(p, g)
+            g += step
+        self._grid = g
+
+    def _snap(self, p: _Pair, la: float, lb: float, refit: bool) -> None:
+        if la == la and lb == lb:
+            p.xs.append(la)
+            p.ys.append(lb)
+        if refit and len(p.xs) >= self.min_samples:
+            beta, alpha, sd = ols(np.fromiter(p.xs, float, len(p.xs)), np.fromiter(p.ys, float, len(p.ys)))
+            if beta > 0 and sd > 0:
+                p.beta, p.alpha, p.sd = beta, alpha, sd
 
     # ---- orders -----------------------------------------------------------------------------
-    def _retarget(self, p: _Pair, new: int, t: int, qa: tuple, qb: tuple) -> None:
-        """The target changed at time t; qa/qb: each leg's (bid, ask) then."""
+    def _retarget(self, p: _Pair, new: int, t: int, qa: tuple, qb: tuple,
+                  beta: float | None = None) -> None:
+        """The target changed at time t; qa/qb: each leg's (bid, ask) then, beta the hedge
+        ratio in force then (default: the current one)."""
         p.target = new
         p.retries, p.off = 0, False
         if new == 0:
@@ -247,7 +321,7 @@ class PairsStrategy(Strategy):
             if not (mb > 0 and ma > 0):
                 return
             nb = max(1, round(self.notional / mb))
-            na = max(1, round(p.beta * self.notional / ma))
+            na = max(1, round((p.beta if beta is None else beta) * self.notional / ma))
             na, nb = (-na, nb) if new > 0 else (na, -nb)
         self._move(p, na - p.book_a, nb - p.book_b, t, qa, qb)
         p.book_a, p.book_b = na, nb
@@ -323,15 +397,6 @@ def _asof_log(t: np.ndarray, mid: np.ndarray, at: np.ndarray) -> np.ndarray:
     v = np.full(len(at), np.nan)
     v[i >= 0] = np.log(mid[i[i >= 0]])
     return v
-
-
-def _ffill(x: np.ndarray, first: float) -> np.ndarray:
-    """Forward-fill NaNs; leading NaNs take `first`."""
-    ok = ~np.isnan(x)
-    at = np.where(ok, np.arange(len(x)), -1)
-    np.maximum.accumulate(at, out=at)
-    out = np.where(at >= 0, x[np.maximum(at, 0)], first)
-    return out
 
 
 def _days(hdb) -> list[dt.date]:
