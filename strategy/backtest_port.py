@@ -38,7 +38,7 @@ import pyarrow as pa
 
 from gateway.config import VenueSettings
 from gateway.matching import MatchingEngine, Routed
-from gateway.model import (CancelOrder, ExecReport, ExecType, NewOrder, OrdStatus, OrdType,
+from gateway.model import (CancelOrder, ExecReport, NewOrder, OrdStatus, OrdType,
                            ReplaceOrder, Side, TimeInForce)
 from gateway.orders import Orders, Outcome
 from gateway.risk import Risk, RiskSettings

@@ -39,7 +39,7 @@ def write_report(res, path: Path) -> Path:
                             subplot_titles=("PnL (marked to mid)", "Drawdown of net PnL"))
         fig.add_trace(go.Scatter(x=t, y=pnl.column("gross").to_numpy(), name="gross"), 1, 1)
         fig.add_trace(go.Scatter(x=t, y=net, name="net of fees"), 1, 1)
-        fig.add_trace(go.Scatter(x=t, y=-pnl.column("fees").to_numpy(), name="fees (cumulative)"), 1, 1)
+        fig.add_trace(go.Scatter(x=t, y=-pnl.column("fees").to_numpy(), name="fees paid (cumulative, negative)"), 1, 1)
         peak = np.maximum.accumulate(np.maximum(net, 0.0))
         fig.add_trace(go.Scatter(x=t, y=net - peak, name="drawdown", fill="tozeroy"), 2, 1)
         fig.update_layout(height=560, title="PnL")

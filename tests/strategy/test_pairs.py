@@ -88,10 +88,6 @@ def test_a_leg_that_fails_is_unwound(sim_hdb):
 
 def test_a_tp_log_and_the_same_rows_in_memory_replay_alike(sim_hdb, tmp_path):
     """The TP log path (tickerplant.log.scan) gives the strategy the same data as the HDB."""
-    import datetime as dt
-
-    import pyarrow as pa
-
     from schemas.codec import encode
     from schemas.registry import load_registry
     from strategy.sources import LogSource
@@ -101,7 +97,7 @@ def test_a_tp_log_and_the_same_rows_in_memory_replay_alike(sim_hdb, tmp_path):
     reg = load_registry()
     path = tmp_path / "tp.log"
     w = LogWriter(path, day)
-    q, t = cols["quote"], cols["trade"]
+    q = cols["quote"]
     n = len(q["time"])
     step = 5000
     for a in range(0, n, step):        # quotes in TP-sized batches, in time order
