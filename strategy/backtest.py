@@ -9,8 +9,10 @@ orders through the gateway's own risk, order-state, routing and matching code in
 The data path: a source yields chunks of the strategy's tables and syms in time order (HDB) or
 log order (TP log); the runtime (strategy.runtime) calls the per-event or the batch callbacks
 and fires timers on data time; the BacktestPort (strategy.backtest_port) feeds the venues'
-matching engines and the risk engine lazily, one numpy call per engine for all rows up to the
-time something happens. Per event, the Python work is the strategy's callback plus a few
+matching engines and the risk engine lazily, in one numpy call per engine for all rows up to
+the time something can happen (an order, a due request, a quote against a resting order); an
+idle venue gets only the rows that change its state (each sym's last row, and the row that
+replenishes consumed size). Per event, the Python work is the strategy's callback plus a few
 comparisons; per batch, none per row.
 
 Deterministic: the same data, settings and strategy give the same orders, fills and tables

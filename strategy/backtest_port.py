@@ -11,8 +11,10 @@ replies and events, from the gateway's own libraries:
 Market data reaches the engines and the risk engine lazily, as batches: the runtime says
 `begin(quote columns)` for each chunk and `sync(t)` before anything happens at data time t
 (an order, a timer, a due request); rows are fed up to t then, in one numpy call per engine.
-The engines apply latency themselves: a request stamped t takes effect at t + latency against
-the quotes stamped up to then.
+A venue with nothing resting and nothing due gets only the rows that change its state (see
+`_feed_engine`; `compress = False` feeds every row, with the same results: tested). The
+engines apply latency themselves: a request stamped t takes effect at t + latency against the
+quotes stamped up to then. Risk gets each sym's latest valid quote (all it keeps).
 
 Replies and events go to `inbox` (dicts, as the gateway sends them over ZeroMQ): a reply per
 request ({"tag", "ok", "code", "text", "id"...}; a risk denial has ok false and the
@@ -87,6 +89,8 @@ class BacktestPort:
         self._fed = 0
         self._n = 0
         self._pending_out: list[Routed] = []   # reports of cancels sent, handled together
+        self.compress = True                   # idle venues get each sym's last row only (see _feed)
+        self._raw: dict[str, tuple] = {}       # each sym's last quote row fed: bid, ask, bsize, asize
         self.now = 0
 
     # ---- market data ----------------------------------------------------------------------
@@ -141,9 +145,15 @@ class BacktestPort:
             uniq, inv = np.unique(codes, return_inverse=True)
             words, codes = [words[c] for c in uniq.tolist()], inv.astype(np.int32)
         time, bid, ask = q["time"][a:b], q["bid"][a:b], q["ask"][a:b]
+        bsize, asize = q["bsize"][a:b], q["asize"][a:b]
         out: list[Routed] = []
+        cols = (time, bid, ask, bsize, asize)
+        changes: dict = {}
         for e in self.engines.values():
-            out += e.on_quotes(time, (codes, words), bid, ask, q["bsize"][a:b], q["asize"][a:b])
+            out += self._feed_engine(e, q["runmax"][a:b], codes, words, cols, changes)
+        last = _last_rows(codes, len(words))
+        for c in last.tolist():
+            self._raw[words[codes[c]]] = (float(bid[c]), float(ask[c]), int(bsize[c]), int(asize[c]))
         rows = _latest_valid(codes, len(words), bid, ask) if q["runmax"] is q["time"] else None
         if rows is None:
             self.risk.on_quotes(pa.DictionaryArray.from_arrays(pa.array(codes, pa.int32()),
@@ -156,6 +166,78 @@ class BacktestPort:
         t = int(q["runmax"][b - 1])
         if t > self.now:
             self.now = t
+
+    def _feed_engine(self, e: MatchingEngine, tmax, codes, words, cols, changes: dict) -> list[Routed]:
+        """Feed one venue the slice's rows. While nothing rests there (nor anywhere: the port
+        tracks resting orders across venues) and no request of its falls due, no row can fill
+        anything, and for a sym whose displayed size is untouched (available == displayed on
+        both sides) the venue's state after the rows is what their last row makes it (the
+        engine's replenish rule keeps available == displayed row by row): such a sym gets its
+        last row only. A sym with consumed size also gets the first row that changes each
+        consumed side (that replenishes it; from there the same holds). A request falling due
+        inside the slice takes effect after the rows stamped up to then, as always."""
+        def rows_of(lo: int, hi: int) -> np.ndarray:
+            sub = codes[lo:hi]
+            rows = _last_rows(sub, len(words)) + lo
+            for c in np.unique(sub).tolist():
+                side = _consumed(e, words[c])
+                if side:
+                    rows = np.union1d(rows, self._first_changes(codes, c, lo, hi, side, cols, words, changes))
+            return rows
+
+        def feed(rows) -> list[Routed]:
+            t, b_, a_, bs, as_ = cols
+            if rows is None:
+                return e.on_quotes(t, (codes, words), b_, a_, bs, as_)
+            return e.on_quotes(t[rows], (codes[rows], words), b_[rows], a_[rows], bs[rows], as_[rows])
+
+        n = len(codes)
+        if not self.compress or self.hot:
+            return feed(None)
+        out: list[Routed] = []
+        pos = 0
+        while pos < n:
+            due = e.next_due()
+            if due is None or due > tmax[n - 1]:
+                return out + feed(rows_of(pos, n))
+            j = int(np.searchsorted(tmax, due, "right"))
+            if j > pos:
+                out += feed(rows_of(pos, j))
+            seg = e.advance(due)
+            out += seg
+            pos = max(j, pos)
+            final = {r.report.order_id: r.report.ord_status for r in seg if isinstance(r.report, ExecReport)}
+            if any(not st.terminal for st in final.values()):
+                # an order rests now: every later row may cross it
+                t, b_, a_, bs, as_ = cols
+                rest = np.arange(pos, n)
+                return out + (e.on_quotes(t[rest], (codes[rest], words), b_[rest], a_[rest], bs[rest], as_[rest])
+                              if len(rest) else [])
+        return out
+
+    def _first_changes(self, codes, c: int, lo: int, hi: int, side, cols, words, changes: dict) -> np.ndarray:
+        """The rows in [lo, hi) of code c that first change its bid side (if side[0]) and its
+        ask side (if side[1]) against the row before it (before the slice: the last row fed)."""
+        if c not in changes:
+            _, bid, ask, bsize, asize = cols
+            at = np.flatnonzero(codes == c)
+            prev = self._raw.get(words[c])
+            flags = []
+            for px, sz, k in ((bid, bsize, 0), (ask, asize, 1)):
+                p, z = px[at], sz[at]
+                pp = np.concatenate([[prev[k] if prev else np.nan], p[:-1]])
+                zz = np.concatenate([[prev[k + 2] if prev else -1], z[:-1]])
+                flags.append(~((p == pp) | (np.isnan(p) & np.isnan(pp))) | (z != zz))
+            changes[c] = (at, flags[0], flags[1])
+        at, fb, fa = changes[c]
+        inside = (at >= lo) & (at < hi)
+        out = []
+        for on, f in ((side[0], fb), (side[1], fa)):
+            if on:
+                hit = np.flatnonzero(f & inside)[:1]
+                if len(hit):
+                    out.append(int(at[hit[0]]))
+        return np.array(out, dtype=np.int64)
 
     # ---- requests -------------------------------------------------------------------------
     def request(self, msg: dict, time: int) -> None:
@@ -446,6 +528,23 @@ class BacktestPort:
 
 
 _DONE = frozenset({"FILLED", "CANCELED", "REJECTED", "EXPIRED"})
+
+
+def _last_rows(codes: np.ndarray, k: int) -> np.ndarray:
+    """The index of each code's last row, in row order."""
+    last = np.full(k, -1, np.int64)
+    np.maximum.at(last, codes, np.arange(len(codes), dtype=np.int64))
+    return np.sort(last[last >= 0])
+
+
+def _consumed(engine: MatchingEngine, sym: str) -> tuple[bool, bool] | None:
+    """Which sides of `sym` a fill took displayed size of at this venue that no quote
+    replenished yet (bid, ask); None: neither."""
+    q = engine.quote(sym)
+    if q is None:
+        return None
+    side = (q["bid_avail"] != q["bid_size"], q["ask_avail"] != q["ask_size"])
+    return side if any(side) else None
 
 
 def _latest_valid(codes: np.ndarray, k: int, bid: np.ndarray, ask: np.ndarray) -> np.ndarray | None:

@@ -175,3 +175,49 @@ def test_on_order_events_are_delivered_after_the_callback_never_inside_it():
     st = Reentry()
     res = run(st, TableSource(grid_quotes()), mode="event")
     assert res.fills.num_rows == 3 and st.bad == 0
+
+
+class IocFlipper(Strategy):
+    name = "iocflip"
+
+    def on_start(self):
+        self.n = 0
+
+    def on_quote(self, q):
+        self.n += 1
+        if self.n % 5 == 0:
+            if self.position(q.sym) <= 0:
+                self.buy(q.sym, 700, round(q.ask + 0.01, 2), tif="ioc")
+            else:
+                self.sell(q.sym, self.position(q.sym), round(q.bid - 0.01, 2), tif="ioc")
+
+
+@pytest.mark.parametrize("strategy_cls,venues", [
+    (Flipper, None), (Flipper, {"A": VenueSettings(name="A", latency_ms=0, display_fraction=0.3)}),
+    (IocFlipper, None), (IocFlipper, {"A": VenueSettings(name="A", latency_ms=5, display_fraction=0.5)})])
+def test_idle_venues_fed_each_syms_last_row_end_as_if_fed_every_row(strategy_cls, venues, monkeypatch):
+    """The port feeds an idle venue only what changes its state; fills, orders and every
+    venue's final quote state are the same as feeding every row."""
+    import strategy.backtest_port as bp
+    results, states = [], []
+    real = bp.BacktestPort.__init__
+    for compress in (True, False):
+        made = []
+
+        def init(self, *a, **kw):
+            real(self, *a, **kw)
+            self.compress = compress
+            made.append(self)
+        monkeypatch.setattr(bp.BacktestPort, "__init__", init)
+        settings = BacktestSettings(venues=venues) if venues else BacktestSettings()
+        q = grid_quotes(600, 90, ("X", "Y", "Z"))
+        q["bsize"] = q["asize"] = 100 * (1 + np.arange(600) % 7)       # sizes that change
+        results.append(run(strategy_cls(), TableSource(q, chunk_rows=50),
+                           settings, mode="event"))
+        port = made[0]
+        states.append({(n, s): e.quote(s) for n, e in port.engines.items() for s in ("X", "Y", "Z")})
+    a, b = results
+    assert a.fills.num_rows > 20
+    for name in ("fills", "orders", "children"):
+        assert a.__dict__[name].to_pandas().equals(b.__dict__[name].to_pandas()), name
+    assert states[0] == states[1]
