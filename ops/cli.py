@@ -412,7 +412,7 @@ def jobs_run(cfg, name, dry_run):
     sys.exit(0 if res.ok else 1)
 
 
-BENCHES = ["ingest", "latency", "replay", "eod", "query", "itch", "feed"]
+BENCHES = ["ingest", "latency", "replay", "eod", "query", "itch", "feed", "risk", "backtest"]
 BENCH_MODULES = {"replay": "log_replay"}
 
 
@@ -433,6 +433,7 @@ def _attach(module: str, attr: str) -> None:
 
 _attach("feedhandlers.cli", "feed")
 _attach("hdb.cli", "hdb")
+_attach("strategy.cli", "backtest")
 
 
 def main() -> None:

@@ -15,7 +15,6 @@ it starts anything; each process reads only its own sections (see schemas/settin
 from __future__ import annotations
 
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 from pydantic import Field, field_validator
 
@@ -25,23 +24,13 @@ from hdb.config import HdbSettings
 from rdb.config import RdbSettings
 from schemas.settings import ConfigError, Settings, StackSettings
 from schemas.settings import load as _load
+from strategy.config import BacktestSettings
+from tickerplant.clock import known_zone
 from tickerplant.config import EodSettings, TickerplantSettings
 
 __all__ = ["Config", "ConfigError", "JobsConfig", "JobsSettings", "load"]
 
 HHMM = r"^([01]\d|2[0-3]):[0-5]\d$"
-
-
-def known_zone(tz: str | None) -> str | None:
-    """`tz` if zoneinfo knows it; ValueError naming the fix otherwise."""
-    if tz is None:
-        return tz
-    try:
-        ZoneInfo(tz)
-    except Exception:  # noqa: BLE001 - ZoneInfoNotFoundError, ValueError for odd names, ...
-        raise ValueError(f"unknown time zone {tz!r}; use an IANA name such as "
-                         "\"America/New_York\", \"Europe/London\" or \"UTC\"") from None
-    return tz
 
 
 class JobSettings(Settings):
@@ -114,6 +103,7 @@ class Config(StackSettings):
     hdb: HdbSettings = HdbSettings()
     feed: FeedSettings = FeedSettings()
     venues: Venues
+    backtest: BacktestSettings = BacktestSettings()
     jobs: JobsSettings = JobsSettings()
 
 

@@ -264,12 +264,19 @@ def _leaves(value: Any, prefix: tuple = ()):
         yield prefix, value
 
 
+# sections whose endpoints and ports describe something modelled, never bound (a backtest's
+# venues live in process)
+NOT_BOUND = {"backtest"}
+
+
 def endpoints(cfg: Config) -> tuple[list[tuple[str, str, str | int]], list[Problem]]:
     """(key, host, port) of every socket the stack binds: each `tcp://`/`ipc://` endpoint
     and each `port` (a venue's FIX acceptor, which listens on every interface: host "*").
     Also the endpoint strings that are not ZeroMQ addresses."""
     found, bad = [], []
     for loc, v in _leaves(cfg.model_dump(mode="python")):
+        if loc and loc[0] in NOT_BOUND:
+            continue
         key = ".".join(loc)
         if loc and loc[-1] == "port" and isinstance(v, int) and not isinstance(v, bool):
             found.append((key, "*", v))

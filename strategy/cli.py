@@ -57,16 +57,11 @@ def _params(items) -> dict:
 @click.pass_context
 def backtest(ctx, strategy_spec, date, to, log_file, out, mode, params, no_report) -> None:
     """Backtest STRATEGY (a name like `pairs`, or module:Class) over history."""
-    from schemas.settings import ConfigError, section
     from strategy.backtest import run
-    from strategy.config import BacktestSettings
     from strategy.sources import HdbSource, LogSource, SourceError
 
     cfg = ctx.obj
-    try:
-        settings = section(BacktestSettings, "backtest", ctx.meta.get("config_path"))
-    except ConfigError as e:
-        raise click.ClickException(str(e)) from None
+    settings = cfg.backtest
     cls = load_strategy(strategy_spec)
     try:
         st = cls(**_params(params))

@@ -1,25 +1,17 @@
 """Tickerplant settings; the defaults here are the only ones."""
 from typing import Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator
 
 from schemas.settings import Settings, StackSettings
+from tickerplant.clock import known_zone
 
 
 class EodSettings(Settings):
     time: str = Field("17:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")  # local roll time HH:MM
     tz: str = "America/New_York"
 
-    @field_validator("tz")
-    @classmethod
-    def _known_zone(cls, tz: str) -> str:
-        try:
-            ZoneInfo(tz)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {tz!r}; use an IANA name such as "
-                             "\"America/New_York\" or \"UTC\"") from None
-        return tz
+    _zone = field_validator("tz")(known_zone)
 
 
 class TickerplantSettings(Settings):
