@@ -462,16 +462,33 @@ class Spans:
 class SymbolSpans:
     """A symbol column over many messages: each message's codes (`codes`, into its own
     dictionary), where its dictionary starts among all entries (`base`) and its size (`ndict`),
-    and each entry as an index into `words`, the distinct words of all the messages.
-    `recoded(lut)` (lut: word index -> the receiver's code) gives what to copy."""
+    and each entry as an index into `keys`, the distinct dictionary words of all the messages
+    packed in integers: (n,) uint64 for words up to 7 bytes, else (n, lanes). `words` decodes
+    them all; `decode(idx)` some (a receiver that remembers keys decodes each word once).
+    `recoded(lut)` (lut: key index -> the receiver's code) gives what to copy."""
 
     def __init__(self, codes: Spans, base: np.ndarray, ndict: np.ndarray, entries: np.ndarray,
-                 words: list[str]):
-        self.codes, self.base, self.ndict, self.entries, self.words = codes, base, ndict, entries, words
+                 keys: np.ndarray):
+        self.codes, self.base, self.ndict, self.entries, self.keys = codes, base, ndict, entries, keys
         self.dtype = np.dtype("<i4")
+        self._words: list[str] | None = None
 
     def __len__(self) -> int:
         return len(self.codes)
+
+    @property
+    def words(self) -> list[str]:
+        if self._words is None:
+            self._words = self.decode(range(len(self.keys)))
+        return self._words
+
+    def decode(self, idx) -> list[str]:
+        """The words of keys `idx`; IrregularMessages if one is not utf-8."""
+        rows = self.keys.view(np.uint8).reshape(len(self.keys), -1)
+        try:  # the length sits in the last byte
+            return [bytes(r[: r[-1]]).decode() for r in (rows[i] for i in idx)]
+        except UnicodeDecodeError:
+            raise IrregularMessages("a symbol is not utf-8") from None
 
     def recoded(self, lut: np.ndarray) -> "RecodedSymbols":
         return RecodedSymbols(self, np.asarray(lut, np.int32)[self.entries])
@@ -579,45 +596,49 @@ class Layouts:
         codes = Spans(f, "<u4", s + ln - 4 * n, n)
         e = int(base[-1] + nd[-1]) if len(nd) else 0
         if not e:
-            return SymbolSpans(codes, base, nd, np.zeros(0, np.int32), [])
+            return SymbolSpans(codes, base, nd, np.zeros(0, np.int32), np.zeros(0, np.uint64))
         i4 = f.view("<i4")
         if (i4[s[nd > 0] + 8] != 0).any():
             raise IrregularMessages("symbol dictionary offsets do not start at 0")
-        at = np.repeat(s + 8 - 4 * base, nd) + 4 * np.arange(e)  # entry j of k: s[k] + 8 + 4j
+        at = np.repeat(s + 8 - 4 * base, nd)  # entry j of message k: offsets at s[k] + 8 + 4j
+        at += np.arange(0, 4 * e, 4)
         lo = i4[at]
-        wlen = i4[at + 4] - lo
+        at += 4
+        wlen = i4[at]
+        wlen -= lo
         if wlen.min() < 0:
             raise IrregularMessages("symbol dictionary offsets go backwards")
-        wstart = np.repeat(s + 12 + 4 * nd, nd) + lo
+        wstart = np.repeat(s + 12 + 4 * nd, nd)
+        wstart += lo
         width = int(wlen.max())
         lanes = width // 8 + 1
-        if width > 64 or int(wstart.max()) + 8 * lanes > f.size:
+        # offsets only grow within a message, and messages follow each other: the last is the
+        # furthest word
+        if width > 64 or int(wstart[-1]) + 8 * lanes > f.size:
             raise IrregularMessages("symbol words too long, or too near the end of the buffer")
         v = f.view("<u8")
-        wl = wlen.astype(np.uint64)
         # lanes of 8 bytes, the bytes past the word masked off, the length in the top byte
         if lanes == 1:
             keys = v[wstart]
             keys &= _MASKS[wlen]
-            keys |= wl << np.uint64(56)
+            keys |= _LENGTH_BYTE[wlen]
             enc = pc.dictionary_encode(pa.array(keys), memory_pool=_POOL)
-            raw = [k.to_bytes(8, "little") for k in enc.dictionary.to_pylist()]
+            uniq = enc.dictionary.to_numpy()
         else:
             keys = np.empty((e, lanes), np.uint64)
             for i in range(lanes):
                 keys[:, i] = v[wstart + 8 * i] & _MASKS[np.clip(wlen - 8 * i, 0, 8)]
-            keys[:, -1] |= wl << np.uint64(56)
+            keys[:, -1] |= _LENGTH_BYTE[wlen]
             fsb = pa.Array.from_buffers(pa.binary(8 * lanes), e, [None, pa.py_buffer(keys)])
             enc = pc.dictionary_encode(fsb, memory_pool=_POOL)
-            raw = enc.dictionary.to_pylist()
-        try:
-            words = [r[: r[-1]].decode() for r in raw]
-        except UnicodeDecodeError:
-            raise IrregularMessages("a symbol is not utf-8") from None
-        return SymbolSpans(codes, base, nd, enc.indices.to_numpy(zero_copy_only=False), words)
+            d = enc.dictionary
+            uniq = np.frombuffer(d.buffers()[1], np.uint64, len(d) * lanes,
+                                 d.offset * 8 * lanes).reshape(len(d), lanes)
+        return SymbolSpans(codes, base, nd, enc.indices.to_numpy(zero_copy_only=False), uniq)
 
 
 # malloc's pool: Arrow's default (mimalloc) hands freed pages back to the OS between calls
 # spaced like a replay's blocks, and faulting them in again costs more than the hashing itself
 _POOL = pa.system_memory_pool()
+_LENGTH_BYTE = np.arange(65, dtype=np.uint64) << np.uint64(56)  # a key's top byte
 _MASKS = np.array([(1 << (8 * b)) - 1 for b in range(9)], np.uint64)

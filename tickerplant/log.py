@@ -222,7 +222,7 @@ class LogReader:
 
     def blocks(self, offset: int = FILE_HEADER.size, after_seq: int = 0, verify: bool = True,
                last_seq: int | None = None, mapped: bool = True, block: int = 1 << 16,
-               block_bytes: int = 4 << 20) -> Iterator[Block]:
+               block_bytes: int = 16 << 20) -> Iterator[Block]:
         """The records `records` gives (stopping at the same place, with the same `error`),
         up to `block` records or about `block_bytes` bytes at a time (so what works on a block
         works in cache), none after `last_seq`. Python work is a few operations per record
@@ -241,8 +241,11 @@ class LogReader:
             rest: bytes = b""
             base = offset
             while True:
-                # a fresh buffer per chunk (never reused: yielded payloads point into it)
-                buf = np.empty(len(rest) + max(self.chunk, self._need), np.uint8)
+                # a fresh buffer per chunk (never reused: yielded payloads point into it), big
+                # enough for the record begun in `rest`, but no bigger than the file allows (a
+                # damaged length field may claim up to 4 GB)
+                room = os.fstat(f.fileno()).st_size - base
+                buf = np.empty(max(len(rest) + self.chunk, min(self._need, room)), np.uint8)
                 buf[: len(rest)] = np.frombuffer(rest, np.uint8)
                 got = f.readinto(memoryview(buf)[len(rest):])
                 if not got:

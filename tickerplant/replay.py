@@ -18,7 +18,8 @@ from typing import Iterator
 import numpy as np
 import pyarrow as pa
 
-from schemas.codec import Fields, IrregularMessages, Layouts, columns, decode, headers_many, peek
+from schemas.codec import (Fields, IrregularMessages, Layouts, SymbolSpans, columns, decode,
+                           headers_many, peek)
 from tickerplant.log import CONTROL, FRAME, LogReader, is_control, scan, stopped
 
 _CONTROL_U32 = int.from_bytes(CONTROL, "little")
@@ -44,6 +45,7 @@ def replay_into(store, path, registry, tables=None, first=None, verify=True, pro
     wanted = set(tables) if tables else None
     want = np.array([wanted is None or n in wanted for n in names] + [False])  # [-1]: unknown
     rows = 0
+    syms = _SymbolCodes(store)
     with tqdm(total=path.stat().st_size, unit="B", unit_scale=True, leave=False,
               desc=f"reading {path.name}", disable=None if progress else True) as bar:
         # the record after the `first` is read too (and so checked), as LogReader.records does
@@ -51,13 +53,13 @@ def replay_into(store, path, registry, tables=None, first=None, verify=True, pro
             bar.update(b.base + int(b.ends[-1]) - bar.n)
             k = len(b) if first is None else min(len(b), first - b.first_seq + 1)
             if k > 0:
-                rows += _load_block(store, registry, wanted, want, b, k)
+                rows += _load_block(store, registry, wanted, want, b, k, syms)
     if reader.error:
         stopped(path, reader.error)
     return rows
 
 
-def _load_block(store, registry, wanted, want: np.ndarray, b, k: int) -> int:
+def _load_block(store, registry, wanted, want: np.ndarray, b, k: int, syms: "_SymbolCodes") -> int:
     """Append the first `k` records of block `b`; returns their rows."""
     start = b.starts[:k] + FRAME.size
     end = b.ends[:k]
@@ -76,14 +78,14 @@ def _load_block(store, registry, wanted, want: np.ndarray, b, k: int) -> int:
     rows, lo = 0, 0
     for hi in alone + [k]:
         if lo < hi:
-            rows += _append_fast(store, registry, layouts, fast, b, lo, hi, wanted)
+            rows += _append_fast(store, registry, layouts, fast, b, lo, hi, wanted, syms)
         if hi < k:
             rows += _append_one(store, registry, wanted, b, hi)
         lo = hi + 1
     return rows
 
 
-def _append_fast(store, registry, layouts, fast, b, lo: int, hi: int, wanted) -> int:
+def _append_fast(store, registry, layouts, fast, b, lo: int, hi: int, wanted, syms) -> int:
     """Records lo..hi-1 of the block, none of which needs to go alone: each table's rows in
     one append_columns call (tables' rows are independent, so their order across tables is
     free; within a table it is kept)."""
@@ -98,7 +100,9 @@ def _append_fast(store, registry, layouts, fast, b, lo: int, hi: int, wanted) ->
             if name not in store.tables:  # rows count, data is not kept
                 batches.append((name, None, int(lay.nrows[sel].sum())))
             else:
-                batches.append((name, *lay.columns(sel)))
+                cols, n = lay.columns(sel)
+                batches.append((name, [syms.recoded(c) if isinstance(c, SymbolSpans) else c
+                                       for c in cols], n))
     except IrregularMessages:
         return sum(_append_one(store, registry, wanted, b, i) for i in range(lo, hi))
     rows = 0
@@ -121,3 +125,40 @@ def _append_one(store, registry, wanted, b, i: int) -> int:
     _, _, cols = columns(payload, registry)
     store.append_columns(head.table, cols, head.nrows)
     return head.nrows
+
+
+class _SymbolCodes:
+    """Symbol keys (schemas.codec.SymbolSpans.keys) -> the store's codes, kept across a
+    replay's blocks, so Python decodes each symbol once per replay, not once per block: a
+    block's distinct keys are looked up with one searchsorted."""
+
+    def __init__(self, store):
+        self.store = store
+        self.keys = np.zeros(0, np.uint64)
+        self.codes = np.zeros(0, np.int32)
+        self.wide: dict[bytes, int] = {}  # keys of words over 7 bytes
+
+    def recoded(self, sym: SymbolSpans):
+        keys = sym.keys
+        if keys.ndim == 2:
+            raw = [bytes(k) for k in keys.view(np.uint8).reshape(len(keys), -1)]
+            miss = [i for i, r in enumerate(raw) if r not in self.wide]
+            if miss:
+                self.wide.update(zip((raw[i] for i in miss), self._register(sym, miss)))
+            return sym.recoded(np.array([self.wide[r] for r in raw], np.int32))
+        pos = np.searchsorted(self.keys, keys)
+        hit = pos < len(self.keys)
+        hit[hit] = self.keys[pos[hit]] == keys[hit]
+        if not hit.all():
+            miss = np.flatnonzero(~hit)
+            k = np.concatenate([self.keys, keys[miss]])
+            c = np.concatenate([self.codes, self._register(sym, miss.tolist())])
+            order = np.argsort(k)
+            self.keys, self.codes = k[order], c[order]
+            pos = np.searchsorted(self.keys, keys)
+        return sym.recoded(self.codes[pos])
+
+    def _register(self, sym: SymbolSpans, idx: list[int]) -> np.ndarray:
+        words = sym.decode(idx)  # IrregularMessages (not utf-8) before anything is appended
+        with self.store.lock:
+            return self.store.codes(words)
