@@ -5,7 +5,6 @@ torn tails and damaged records; the same store contents from replay_into; the sa
 from __future__ import annotations
 
 import datetime as dt
-import json
 import zlib
 
 import numpy as np
@@ -15,11 +14,10 @@ from hypothesis import HealthCheck, event, given, settings, strategies as st
 
 import schemas.codec as codec
 from rdb.store import Store
-from schemas.codec import Spans, Fields, columns, encode, peek
+from schemas.codec import Fields, Spans, columns, encode, peek
 from schemas.registry import Registry, load_registry
 from tickerplant import log as tlog
-from tickerplant.log import (CONTROL, FILE_HEADER, FRAME, LogError, LogReader, LogWriter, control,
-                             is_control, log_path, scan)
+from tickerplant.log import FILE_HEADER, FRAME, LogReader, LogWriter, control, is_control, log_path, scan
 from tickerplant.replay import replay_into
 
 DAY = dt.date(2026, 11, 20)
@@ -271,4 +269,6 @@ def test_the_subscriber_log_reads_stop_where_the_plain_reader_stops(tmp_path):
     plain, error = _plain(LogReader(p))
     r = LogReader(p, chunk=1000)
     fast = [(x.offset, x.seq, bytes(x.payload)) for x in r.batched_records(mapped=False)]
-    assert fast == plain and len(fast) == 29 and r.error == error == f"incomplete record at byte {fast[-1][0] + FRAME.size + len(fast[-1][2])}"
+    torn = fast[-1][0] + FRAME.size + len(fast[-1][2])  # where the last, torn record starts
+    assert fast == plain and len(fast) == 29
+    assert r.error == error == f"incomplete record at byte {torn}"
