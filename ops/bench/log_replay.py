@@ -83,15 +83,15 @@ def write(reg, msgs, d: Path) -> tuple[Path, dict[str, Path]]:
     return path, ipc
 
 
-def _keep_freed_memory(keep: bool) -> None:
-    """glibc malloc: keep freed memory for reuse (True) or hand it back to the kernel (its
-    default, False). With it kept, a store built after another was freed reuses its pages, and
-    a run measures the replay's own work; without, every store's memory comes fresh from the
-    kernel (zeroed pages, one fault each), as in a new RDB process."""
+def _keep_freed_memory() -> None:
+    """glibc malloc: keep freed memory for reuse instead of handing large blocks back to the
+    kernel (its default). A store built after another was freed then reuses its pages, and a
+    run measures the replay's own work. (This disables glibc's adaptive thresholds for the rest
+    of the process, so it comes after every fresh-memory run.)"""
     libc = ctypes.CDLL(None)
     m_trim, m_mmap = -1, -3
-    libc.mallopt(m_mmap, (32 << 20) if keep else (128 << 10))  # 32 MB: glibc's maximum
-    libc.mallopt(m_trim, (2**31 - 1) if keep else (128 << 10))
+    libc.mallopt(m_mmap, 32 << 20)  # glibc's maximum
+    libc.mallopt(m_trim, 2**31 - 1)
 
 
 def _touch(nbytes: int, chunk: int = 2 << 20) -> float:
@@ -105,64 +105,70 @@ def _touch(nbytes: int, chunk: int = 2 << 20) -> float:
     return el
 
 
-def run(reg, rows: int, total: int, repeat: int) -> None:
-    with tempfile.TemporaryDirectory(prefix="tsbench") as tmp:
+class Case:
+    """One log and the same rows as Arrow IPC files, and the runs over them."""
+
+    def __init__(self, reg, rows: int, total: int, d: Path):
+        d.mkdir()
+        self.reg, self.rows = reg, rows
         msgs = messages(reg, rows, total)
-        path, ipc = write(reg, msgs, Path(tmp))
-        total = sum(int.from_bytes(p[8:12], "little") for _, p in msgs)
-        size = path.stat().st_size
-        ipc_size = sum(p.stat().st_size for p in ipc.values())
-        del msgs
-        print(f"\n{total:,} rows in messages of {rows:,} rows (a third trades, two thirds quotes); "
-              f"log {size / 1e6:,.0f} MB, Arrow IPC {ipc_size / 1e6:,.0f} MB", flush=True)
-        held = [0]
+        self.path, self.ipc = write(reg, msgs, d)
+        self.total = sum(int.from_bytes(p[8:12], "little") for _, p in msgs)
+        self.size = self.path.stat().st_size
+        self.ipc_size = sum(p.stat().st_size for p in self.ipc.values())
+        self.held = 0
+        self.results: list[tuple[str, dict, dict, float | None]] = []
 
-        def ours(verify: bool) -> float:
-            store = Store(reg, TABLES)
-            t = time.perf_counter()
-            n = replay_into(store, path, reg, verify=verify)
-            el = time.perf_counter() - t
-            assert n == total and sum(store.counts().values()) == total
-            held[0] = store.nbytes()
-            return el
+    def ours(self, verify: bool) -> float:
+        store = Store(self.reg, TABLES)
+        t = time.perf_counter()
+        n = replay_into(store, self.path, self.reg, verify=verify)
+        el = time.perf_counter() - t
+        assert n == self.total and sum(store.counts().values()) == self.total
+        self.held = store.nbytes()
+        return el
 
-        def base() -> float:
-            store = Store(reg, TABLES)
-            t = time.perf_counter()
-            for table, file in ipc.items():
-                with pa.memory_map(str(file)) as src:
-                    for batch in pa.ipc.open_stream(src):
-                        store.append(table, batch)
-            el = time.perf_counter() - t
-            assert sum(store.counts().values()) == total
-            return el
+    def base(self) -> float:
+        store = Store(self.reg, TABLES)
+        t = time.perf_counter()
+        for table, file in self.ipc.items():
+            with pa.memory_map(str(file)) as src:
+                for batch in pa.ipc.open_stream(src):
+                    store.append(table, batch)
+        el = time.perf_counter() - t
+        assert sum(store.counts().values()) == self.total
+        return el
 
-        runs = {"crc": lambda: ours(True), "no crc": lambda: ours(False), "base": base}
-        for keep in (False, True):
-            _keep_freed_memory(keep)
-            times: dict[str, list[float]] = {k: [] for k in runs}
-            for i in range(repeat + 1):  # round 0 warms caches (and the allocator), untimed
-                for k, fn in runs.items():
-                    el = fn()
-                    gc.collect()  # a Store and its tables form a cycle: free it now
-                    if i:
-                        times[k].append(el)
-            best = {k: total / min(v) for k, v in times.items()}
-            median = {k: total / statistics.median(v) for k, v in times.items()}
-            if keep:
+    def measure(self, memory: str, repeat: int) -> None:
+        runs = {"crc": lambda: self.ours(True), "no crc": lambda: self.ours(False), "base": self.base}
+        times: dict[str, list[float]] = {k: [] for k in runs}
+        for i in range(repeat + 1):  # round 0 warms caches (and the allocator), untimed
+            for k, fn in runs.items():
+                el = fn()
+                gc.collect()  # a Store and its tables form a cycle: free it now
+                if i:
+                    times[k].append(el)
+        floor = min(_touch(self.held) for _ in range(repeat)) if memory == "fresh" else None
+        self.results.append((memory, {k: self.total / min(v) for k, v in times.items()},
+                             {k: self.total / statistics.median(v) for k, v in times.items()}, floor))
+
+    def print(self) -> None:
+        print(f"\n{self.total:,} rows in messages of {self.rows:,} rows (a third trades, two thirds "
+              f"quotes); log {self.size / 1e6:,.0f} MB, Arrow IPC {self.ipc_size / 1e6:,.0f} MB")
+        for memory, best, median, floor in self.results:
+            if floor is None:
                 print("  store memory reused (freed memory kept by malloc): the replay's own work")
             else:
-                floor = min(_touch(held[0]) for _ in range(repeat))
                 print(f"  store memory fresh from the kernel, as in a new RDB process (taking and "
-                      f"writing the store's {held[0] / 1e6:,.0f} MB alone: {floor:.2f} s = "
-                      f"{total / floor / 1e6:.0f}M rows/s)")
+                      f"writing the store's {self.held / 1e6:,.0f} MB alone: {floor:.2f} s = "
+                      f"{self.total / floor / 1e6:.0f}M rows/s)")
             for k, what in (("crc", "crc on (default)"), ("no crc", "crc off")):
-                report(f"replay {rows:,}-row msgs, {what}, {'reused' if keep else 'fresh'} mem",
+                report(f"replay {self.rows:,}-row msgs, {what}, {memory} mem",
                        best[k], best["base"], "rows/s", ">= 50M rows/s")
-                print(f"{'':48} = {best[k] * size / total / 1e9:4.2f} GB/s of log; median "
-                      f"{median[k] / 1e6:.1f}M rows/s; baseline {best['base'] * ipc_size / total / 1e9:.2f} "
-                      f"GB/s of IPC, median {median['base'] / 1e6:.1f}M rows/s", flush=True)
-        _keep_freed_memory(False)
+                print(f"{'':48} = {best[k] * self.size / self.total / 1e9:4.2f} GB/s of log; median "
+                      f"{median[k] / 1e6:.1f}M rows/s; baseline "
+                      f"{best['base'] * self.ipc_size / self.total / 1e9:.2f} GB/s of IPC, median "
+                      f"{median['base'] / 1e6:.1f}M rows/s", flush=True)
 
 
 def main(argv=None) -> None:
@@ -173,8 +179,15 @@ def main(argv=None) -> None:
     ap.add_argument("--repeat", type=int, default=3)
     a = ap.parse_args(argv)
     reg = load_registry()
-    run(reg, 10_000, a.rows, a.repeat)
-    run(reg, 100, a.small_rows, a.repeat)
+    with tempfile.TemporaryDirectory(prefix="tsbench") as tmp:
+        cases = [Case(reg, 10_000, a.rows, Path(tmp) / "big"), Case(reg, 100, a.small_rows, Path(tmp) / "small")]
+        for c in cases:  # malloc as a new process has it first, then keeping freed memory
+            c.measure("fresh", a.repeat)
+        _keep_freed_memory()
+        for c in cases:
+            c.measure("reused", a.repeat)
+        for c in cases:
+            c.print()
 
 
 if __name__ == "__main__":
