@@ -45,8 +45,8 @@ class _Table:
     def append_columns(self, cols: list, k: int) -> None:
         """Columns as schemas.codec.columns gives them: arrays, (codes, dictionary) for symbols,
         Arrow arrays for strings; or as schemas.codec.Layouts.columns gives them for many
-        messages at once (Spans, SymbolSpans), whose rows are copied straight from where they
-        lie into the chunks."""
+        messages at once (Spans, SymbolSpans, or RecodedSymbols already in this store's sym
+        codes), whose rows are copied straight from where they lie into the chunks."""
         if not k:
             return
         cols = [self.syms.recode(*c) if isinstance(c, tuple)

@@ -14,6 +14,11 @@ subscriber decodes zero-copy into Arrow. Layout, little-endian, every section 8-
 `feed`/`fseq` name the sending feed and its message number (0 = none) so the tickerplant can
 drop a resent message it already logged. Validation is O(columns) Python calls whatever the
 row count: the per-row checks (offsets, codes, utf-8) are single numpy/C calls.
+
+For replay, `headers_many` and `Layouts` read the headers and column layout of many messages
+lying in one buffer (a mapped log) with one numpy call per field, and `Spans`/`SymbolSpans`
+copy their columns straight into a destination; messages they do not handle are left for
+`peek`/`columns`, one at a time.
 """
 from __future__ import annotations
 
