@@ -1,0 +1,84 @@
+"""Venue settings; the defaults here are the only ones."""
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BeforeValidator, Field
+
+from gateway.matching import FillModel
+from schemas.settings import Settings, StackSettings
+from tickerplant.config import TickerplantSettings
+
+_COMP_ID = r"^[A-Za-z0-9_.-]+$"
+
+
+class VenueSettings(Settings):
+    """One simulated venue: its FIX endpoint and how it fills against the market's quotes.
+    The venue is the FIX acceptor; HeartBtInt is chosen by each initiator at logon."""
+    name: str = Field("A", pattern=r"^[A-Za-z0-9_]+$")
+    port: int = Field(5301, ge=1, le=65535)     # FIX acceptor port
+    # quickfix's acceptor listens on every interface; connections from other addresses than
+    # these are closed before logon. Add an address here to accept remote clients.
+    allowed_remote: tuple[str, ...] = ("127.0.0.1",)
+    sender_comp_id: str = Field("", pattern=r"^([A-Za-z0-9_.-]+)?$")  # empty: VENUE_<name>
+    # the clients it accepts, one session each
+    target_comp_ids: tuple[Annotated[str, Field(pattern=_COMP_ID)], ...] = Field(("GATEWAY",), min_length=1)
+    price_offset_bps: float = Field(0.0, ge=0)  # ask + offset, bid - offset, in bps of price
+    price_offset: float = Field(0.0, ge=0)      # the same, in price units (e.g. ticks x tick size)
+    display_fraction: float = Field(1.0, gt=0, le=1)  # share of the market's size shown here
+    taker_fee_bps: float = 0.0                  # fees on fills; negative maker fees are rebates
+    taker_fee_per_share: float = 0.0
+    maker_fee_bps: float = 0.0
+    maker_fee_per_share: float = 0.0
+    latency_ms: float = Field(0.0, ge=0)        # a request takes effect this long after arrival
+    halted: tuple[str, ...] = ()                # syms refused from the start (halt/resume live)
+    syms: tuple[str, ...] = ()                  # the tradable universe; empty: any quoted sym
+
+    @property
+    def comp_id(self) -> str:
+        return self.sender_comp_id or f"VENUE_{self.name}"
+
+    def fill_model(self) -> FillModel:
+        return FillModel(offset_bps=self.price_offset_bps, offset_abs=self.price_offset,
+                         display_fraction=self.display_fraction, taker_fee_bps=self.taker_fee_bps,
+                         taker_fee_per_share=self.taker_fee_per_share, maker_fee_bps=self.maker_fee_bps,
+                         maker_fee_per_share=self.maker_fee_per_share,
+                         latency_ns=round(self.latency_ms * 1_000_000))
+
+
+# The stack's two simulated venues by default: A is the deeper, dearer one; B shows half the
+# size a touch wider and cheaper, and answers a little later, so routing has a real choice.
+DEFAULT_VENUES = {
+    "A": VenueSettings(name="A", port=5301, display_fraction=1.0, taker_fee_bps=0.30,
+                       maker_fee_bps=-0.20, latency_ms=0.2),
+    "B": VenueSettings(name="B", port=5302, price_offset_bps=0.5, display_fraction=0.5,
+                       taker_fee_bps=0.10, maker_fee_bps=-0.05, latency_ms=0.5),
+}
+
+
+def venues_by_name(value: dict) -> dict:
+    """`[venues.X]` tables: each venue is named by its key (a `name` inside must agree)."""
+    if not isinstance(value, dict):
+        raise ValueError("[venues] holds one table per venue, e.g. [venues.A] port = 5301")
+    out = {}
+    for key, v in value.items():
+        if isinstance(v, VenueSettings):
+            v = v.model_dump()
+        elif not isinstance(v, dict):
+            raise ValueError(f"venues.{key} must be a table of venue settings ([venues.{key}]), not {v!r}")
+        v = dict(v)
+        if v.setdefault("name", key) != key:
+            raise ValueError(f"venues.{key}.name is {v['name']!r}; a venue is named by its key")
+        out[key] = v
+    return out
+
+
+# the `venues` field of any config: a table of venues keyed by name (default: A and B)
+Venues = Annotated[dict[str, VenueSettings], BeforeValidator(venues_by_name),
+                   Field(default_factory=lambda: dict(DEFAULT_VENUES))]
+
+
+class VenueConfig(StackSettings):
+    """What `python -m gateway.venue --name X` reads: `[venues.X]` and the TP's endpoints."""
+    tickerplant: TickerplantSettings = TickerplantSettings()
+    venues: Venues
