@@ -29,6 +29,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+SYM_SEARCH_ROWS = 1_000   # rows per sym from which a search per sym beats one over keys
+
+
 class AsofError(ValueError):
     """The tables cannot be as-of joined as given; the message says why and what to do."""
 
@@ -105,18 +108,48 @@ def _not_sorted(side: str) -> AsofError:
 
 
 def match(left: Runs, lt: np.ndarray, right: Runs, rt: np.ndarray) -> np.ndarray:
-    """Per left row, the index of its right row (-1: none): per sym, one binary search of the
-    left times in the right times of that sym (a sym's quotes fit in cache; side="right"
-    lands after the last equal time, so of several right rows at the same nanosecond the last
-    is taken). AsofError if time goes down within a sym on either side."""
+    """Per left row, the index of its right row (-1: none); AsofError if time goes down within
+    a sym on either side. Of several right rows at the same nanosecond the last is taken
+    (searches land after the last equal key). Syms of many rows each: one binary search per
+    sym of its left times in its right times (they fit in cache). Many syms of few rows each
+    (a Python step per sym would dominate): one search over composite (rank, time) keys."""
+    nl, nr = len(lt), len(rt)
+    if not len(right.rank) or not len(left.rank):
+        return np.full(nl, -1, np.int64)
+    if (nl + nr) < SYM_SEARCH_ROWS * (len(left.rank) + len(right.rank)):
+        idx = _match_keys(left, lt, right, rt)
+        if idx is not None:
+            return idx
+    return _match_by_sym(left, lt, right, rt)
+
+
+def _match_keys(left: Runs, lt, right: Runs, rt) -> np.ndarray | None:
+    """match() by one search over rank * span + (time - t0); None if those keys overflow."""
+    t0 = min(int(lt.min()), int(rt.min()))
+    span = max(int(lt.max()), int(rt.max())) - t0 + 1
+    nranks = int(max(left.rank[-1], right.rank[-1])) + 1
+    if nranks * span >= 1 << 62:
+        return None
+    keys = []
+    for runs, t, side in ((left, lt, "left"), (right, rt, "right")):
+        key = np.repeat(runs.rank * span - t0, runs.end - runs.start)
+        key += t
+        if len(key) > 1 and not (key[1:] >= key[:-1]).all():
+            raise _not_sorted(side)
+        keys.append(key)
+    idx = np.searchsorted(keys[1], keys[0], "right") - 1
+    ok = idx >= 0
+    # the latest earlier key may be another (lower-ranked) sym's: key // span is the rank
+    ok[ok] = keys[1][idx[ok]] // span == keys[0][ok] // span
+    idx[~ok] = -1
+    return idx
+
+
+def _match_by_sym(left: Runs, lt, right: Runs, rt) -> np.ndarray:
     idx = np.full(len(lt), -1, np.int64)
-    pos = np.searchsorted(right.rank, left.rank)
-    pos = np.minimum(pos, max(len(right.rank) - 1, 0))
-    for a, b, c, d, ok in zip(left.start.tolist(), left.end.tolist(),
-                              right.start[pos].tolist() if len(right.rank) else [0] * len(pos),
-                              right.end[pos].tolist() if len(right.rank) else [0] * len(pos),
-                              (right.rank[pos] == left.rank).tolist() if len(right.rank)
-                              else [False] * len(pos)):
+    pos = np.minimum(np.searchsorted(right.rank, left.rank), len(right.rank) - 1)
+    for a, b, c, d, ok in zip(left.start.tolist(), left.end.tolist(), right.start[pos].tolist(),
+                              right.end[pos].tolist(), (right.rank[pos] == left.rank).tolist()):
         times = lt[a:b]
         if b - a > 1 and not (times[1:] >= times[:-1]).all():
             raise _not_sorted("left")
@@ -163,8 +196,10 @@ def partition_files(hdb_dir: Path, table: str, day: dt.date) -> list[Path]:
 
 
 def read_partition(files: list[Path], columns: list[str] | None = None) -> pa.Table:
-    # partitioning=None: the date comes from the directory name, added by join_day
-    return pq.read_table([str(f) for f in files], columns=columns, partitioning=None)
+    # file by file, no dataset discovery (a few ms a query); the date comes from the directory
+    # name, added by join_day
+    tables = [pq.ParquetFile(f).read(columns=columns) for f in files]
+    return tables[0] if len(tables) == 1 else pa.concat_tables(tables)
 
 
 def join_day(hdb_dir: Path, day: dt.date, left: str = "trade", right: str = "quote",

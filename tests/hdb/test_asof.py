@@ -89,10 +89,13 @@ def check_against_duckdb(got: pa.Table, want: dict, trades: pa.Table, quotes: pa
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(days())
-def test_aj_trades_through_the_engine_gives_duckdbs_asof_rows(registry, day):
+@given(days(), st.sampled_from([0, 10**9]))
+def test_aj_trades_through_the_engine_gives_duckdbs_asof_rows(registry, day, sym_search_rows):
+    """Both ways of matching (a search per sym; one search over composite keys) are checked."""
+    import hdb.asof as asof
     trades, quotes = day
-    with tempfile.TemporaryDirectory() as d:
+    with tempfile.TemporaryDirectory() as d, pytest.MonkeyPatch.context() as mp:
+        mp.setattr(asof, "SYM_SEARCH_ROWS", sym_search_rows)
         hdb = Path(d)
         save_day(hdb, DAY, {"trade": trades, "quote": quotes}, registry, progress=False)
         want = duckdb_asof(hdb)
