@@ -11,8 +11,9 @@ one of several right rows at the same nanosecond (its sort is not stable), where
 the last.
 
 Why: both sides are already in (sym, time) order on disk, so each sym is a run of rows on both
-sides and the join is, per sym, one vectorised binary search of the left times in the right
-times: no sort, no hash table, no per-row key. DuckDB's ASOF operator sorts both sides again.
+sides and the join is binary search: per sym, of its left times in its right times, or, when
+syms are small, once over composite (sym rank, time) keys. No sort, no hash table; syms are
+ranked on the files' dictionaries, never per row. DuckDB's ASOF operator sorts both sides again.
 
 `join_day` reads a day's two partitions and joins them; `hdb.sql.Engine` runs the SQL macros
 `aj_trades(day)` and `aj(left, right, day)` through it for a history engine, so
