@@ -22,6 +22,7 @@ ranked on the files' dictionaries, never per row. DuckDB's ASOF operator sorts b
 from __future__ import annotations
 
 import datetime as dt
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
@@ -31,6 +32,16 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 SYM_SEARCH_ROWS = 1_000   # rows per sym from which a search per sym beats one over keys
+
+
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(1, "hdb-asof")   # the second searcher; the caller is the first
+    return _POOL
 
 
 class AsofError(ValueError):
@@ -147,22 +158,37 @@ def _match_keys(left: Runs, lt, right: Runs, rt) -> np.ndarray | None:
 
 
 def _match_by_sym(left: Runs, lt, right: Runs, rt) -> np.ndarray:
+    """match() one sym at a time; the syms split between two threads (numpy's search releases
+    the GIL, and only small per-sym arrays are made, so the threads touch little new memory)."""
     idx = np.full(len(lt), -1, np.int64)
     pos = np.minimum(np.searchsorted(right.rank, left.rank), len(right.rank) - 1)
-    for a, b, c, d, ok in zip(left.start.tolist(), left.end.tolist(), right.start[pos].tolist(),
-                              right.end[pos].tolist(), (right.rank[pos] == left.rank).tolist()):
-        times = lt[a:b]
-        if b - a > 1 and not (times[1:] >= times[:-1]).all():
-            raise _not_sorted("left")
-        if not ok:
-            continue
-        rts = rt[c:d]
-        if d - c > 1 and not (rts[1:] >= rts[:-1]).all():
-            raise _not_sorted("right")
-        found = np.searchsorted(rts, times, "right")
-        found += c - 1
-        found[found < c] = -1
-        idx[a:b] = found
+    spans = list(zip(left.start.tolist(), left.end.tolist(), right.start[pos].tolist(),
+                     right.end[pos].tolist(), (right.rank[pos] == left.rank).tolist()))
+
+    def search(part: list) -> None:
+        for a, b, c, d, ok in part:
+            times = lt[a:b]
+            if b - a > 1 and not (times[1:] >= times[:-1]).all():
+                raise _not_sorted("left")
+            if not ok:
+                continue
+            rts = rt[c:d]
+            if d - c > 1 and not (rts[1:] >= rts[:-1]).all():
+                raise _not_sorted("right")
+            found = np.searchsorted(rts, times, "right")
+            found += c - 1
+            found[found < c] = -1
+            idx[a:b] = found
+
+    half = int(np.searchsorted(left.start, len(lt) // 2))
+    if 0 < half < len(spans):
+        other = _pool().submit(search, spans[half:])
+        try:
+            search(spans[:half])
+        finally:
+            other.result()
+    else:
+        search(spans)
     return idx
 
 
