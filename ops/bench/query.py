@@ -140,7 +140,7 @@ def main(argv=None) -> None:
     ap.add_argument("--day-quotes", type=int, default=4_000_000, help="quotes on the last day")
     ap.add_argument("--days", type=int, default=20)
     ap.add_argument("--syms", type=int, default=500)
-    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--repeat", type=int, default=9, help="timed runs of each query per path (median)")
     ap.add_argument("--dir", type=Path, default=None, help="where to write (default: a temp dir)")
     a = ap.parse_args(argv)
     from hdb.sql import Engine
