@@ -77,7 +77,8 @@ def conform(table: pa.Table, schema) -> pa.Table:
     """`table` with exactly `schema`'s columns, in order, with its types: symbols dictionary
     encoded with one dictionary per column, time as timestamp[ns]. Chunks are kept as they are
     (the RDB's snapshot is 262,144-row chunks that all share one sym dictionary, so this is
-    zero-copy for it): rows are gathered from the chunks when the file is written."""
+    zero-copy for it): rows are gathered from the chunks when the file is written. Many small
+    chunks are combined."""
     names = set(table.column_names)
     missing = [n for n in schema.names if n not in names]
     if missing:
@@ -109,6 +110,10 @@ def conform(table: pa.Table, schema) -> pa.Table:
     out = pa.Table.from_arrays(cols, schema=schema.arrow)
     if any(c.type == "symbol" for c in schema.columns):
         out = out.unify_dictionaries()   # zero-copy when the chunks share one dictionary
+    if max((c.num_chunks for c in out.columns), default=0) > 1 + out.num_rows // MIN_CHUNK_ROWS:
+        # many small chunks (a log's messages, one row each at worst): per-chunk steps would
+        # cost more than one copy
+        out = out.combine_chunks()
     return out
 
 
