@@ -20,8 +20,9 @@ gateway keys intents by (client, tag), so a resent tag gets the existing order (
 never a second one. Give `client` a stable name for that (default: the socket's identity,
 which changes on every connect).
 
-Asynchronous use (DEALER): `submit(op, **fields)` sends without waiting and returns the tag;
-its reply arrives later through `events()` (a reply has "ok" and no "event" key). Events for
+Asynchronous use (DEALER): `submit(op, **fields)` (or `send(intent_dict)`) sends without
+waiting and returns the tag; its reply arrives later through `events()` (or `poll(ms)`): a
+reply has "ok" and no "event" key. Events for
 this client's orders arrive on the same socket: `events(timeout)` returns everything received
 so far (waiting up to `timeout` for the first one). `socket` can be registered in a
 zmq.Poller. Events go to the connection this client last sent a request on (a reconnecting
@@ -181,6 +182,25 @@ class OrderClient:
         """`new` without waiting for the reply (see `submit`)."""
         return self.submit("new", tag, **self._new_fields(sym, side, qty, price, type, tif, account,
                                                           strategy, venue))
+
+    def send(self, msg: dict) -> str:
+        """Send one request given as its INTENTS.md dict ({"op": ..., "tag": ..., fields})
+        without waiting (DEALER); returns its tag (a fresh one if it has none). The reply and
+        the events arrive through `poll` / `events`. ValueError for a dict that is not a valid
+        request (nothing is sent)."""
+        fields = dict(msg)
+        op, tag = fields.pop("op", None), fields.pop("tag", None)
+        client = fields.pop("client", None)
+        if client is not None and self.client is not None and client != self.client:
+            raise ValueError(f"request for client {client!r} on an OrderClient of {self.client!r}")
+        if self.client is None and client is not None:
+            self.client = client
+        return self.submit(op, tag, **fields)
+
+    def poll(self, timeout_ms: int = 0) -> list[dict]:
+        """Replies of `send`/`submit` and events received so far, oldest first, waiting up to
+        `timeout_ms` for the first (`events` in milliseconds)."""
+        return self.events(timeout_ms / 1000.0)
 
     def events(self, timeout: float = 0.0) -> list[dict]:
         """Everything received and not yet returned (events, and replies of `submit`), oldest

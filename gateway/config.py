@@ -72,11 +72,17 @@ def venues_by_name(value: dict) -> dict:
     for one of the default venues (A, B) changes that venue's defaults, so `[venues.A]
     port = 5401` moves A and keeps its fees; the venues are the ones the config names (all
     the defaults when it names none)."""
+    if not isinstance(value, dict):
+        raise ValueError("[venues] holds one table per venue, e.g. [venues.A] port = 5301")
     out = {}
-    for key, v in (value or {}).items():
-        if isinstance(v, dict) and key in DEFAULT_VENUES:
+    for key, v in value.items():
+        if isinstance(v, VenueSettings):
+            v = v.model_dump()
+        elif not isinstance(v, dict):
+            raise ValueError(f"venues.{key} must be a table of venue settings ([venues.{key}]), not {v!r}")
+        elif key in DEFAULT_VENUES:
             v = {**DEFAULT_VENUES[key].model_dump(), **v}
-        v = dict(v) if isinstance(v, dict) else v.model_dump()
+        v = dict(v)
         if v.setdefault("name", key) != key:
             raise ValueError(f"venues.{key}.name is {v['name']!r}; a venue is named by its key")
         out[key] = v

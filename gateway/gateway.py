@@ -607,6 +607,9 @@ class Gateway:
         else:
             self.tags[key] = out
         self._send(env, out)
+        if isinstance(req, New) and out["ok"] and out["status"] == "EXPIRED":
+            p = self.parents[out["id"]]         # done at once (nothing routed): say so as an event too
+            self._event(client, self._parent_event(p, now, 0))
 
     # -- new ---------------------------------------------------------------------------------------
     def _trading_day(self, now: int):
@@ -1107,9 +1110,13 @@ class Gateway:
             self.cancel_wanted.discard(p.id)
         self._parent_row(p, now, fix_seq)
         if p.client:
-            self._event(p.client, intents.order_event(p.tag, p.id, p.status.name, p.cum_qty,
-                                                      st.working_qty if not p.done else 0, p.avg_px,
-                                                      now, p.text))
+            self._event(p.client, self._parent_event(p, now, st.working_qty if not p.done else 0))
+
+    @staticmethod
+    def _parent_event(p: Parent, now: int, leaves: int) -> dict:
+        ev = intents.order_event(p.tag, p.id, p.status.name, p.cum_qty, leaves, p.avg_px, now, p.text)
+        ev["qty"], ev["price"] = p.order.qty, p.order.price      # the parent's (after a replace)
+        return ev
 
     def _parent_row(self, p: Parent, now: int, fix_seq: int = 0) -> None:
         o = p.order

@@ -16,7 +16,8 @@ class QuestDBSettings(Settings):
 
 
 class HdbSettings(Settings):
-    query: str = "tcp://127.0.0.1:5030"    # REP: read-only SQL over history
+    query: str = "tcp://127.0.0.1:5030"    # ROUTER (clients speak REQ): read-only SQL over history
+    max_request_bytes: int = Field(16 << 20, ge=1024)  # a request frame over this: ZeroMQ drops the peer
     query_timeout_s: float = Field(300.0, gt=0)
     max_rows: int = Field(1_000_000, ge=1)
     workers: int = Field(2, ge=1)          # queries served at once

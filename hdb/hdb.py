@@ -24,7 +24,8 @@ class Hdb:
         self.hdb_dir.mkdir(parents=True, exist_ok=True)
         self.engine = Engine(hdb_dir=self.hdb_dir, timeout_s=settings.query_timeout_s,
                              max_rows=settings.max_rows, registry=registry)
-        self.server = QueryServer(settings.query, self.engine, workers=settings.workers)
+        self.server = QueryServer(settings.query, self.engine, workers=settings.workers,
+                                  max_request_bytes=settings.max_request_bytes)
         self._stop = threading.Event()
 
     @classmethod

@@ -3,19 +3,25 @@
 Sockets:
     frontend  ROUTER bound at `endpoint` (loopback by default). Clients talk REQ to it (or any
               socket that speaks the REQ envelope: DEALER sending an empty delimiter first).
-    backend   DEALER bound at a private inproc address; `zmq.proxy` moves requests from the
-              frontend to the backend (fair-queued to idle workers) and replies back.
-    workers   `workers` REP sockets, one thread each, each with its own DuckDB cursor (the
-              Engine gives every thread its own), so `workers` queries run at once; further
-              requests queue in ZeroMQ until a worker is free.
+              ZeroMQ disconnects a peer that sends a frame over `max_request_bytes`.
+    backend   ROUTER bound at a private inproc address; each worker is a DEALER on it.
+    broker    one thread between the two: it reads the frontend (NOBLOCK) only while a worker is
+              idle, so further requests wait in ZeroMQ's queues, and hands each request to the
+              idle worker that has waited longest, with its envelope; a worker's answer goes
+              back to the envelope's peer and the worker is idle again.
+    workers   `workers` threads, each with its own DuckDB cursor (the Engine gives every thread
+              its own), so `workers` queries run at once.
+
+Every socket is read with NOBLOCK after a poll: a REP socket (what this server used to use) polls
+readable and then blocks in recv on a message without an envelope.
 
 Request:  one frame, JSON `{"sql": "...", "format": "arrow"}` ("format" is optional; "arrow" is
-          the only one).
+          the only one), after the REQ envelope (routing ids, an empty delimiter).
 Reply:    `[b"ok", <Arrow IPC stream>, <JSON {"rows", "truncated", "ms"}>]` or `[b"err", <text>]`.
-Garbage (not JSON, not UTF-8, multipart, wrong fields, refused or failing SQL) gets an err reply
-and is counted in `stats`; nothing a client sends stops the server. A peer sending a message over
-`MAX_REQUEST` bytes is disconnected by ZeroMQ. A message with no REQ envelope cannot be answered
-(REP drops it) and is only lost, never fatal.
+Every request with an envelope gets exactly one reply: garbage (not JSON, not UTF-8, multipart,
+wrong fields, refused or failing SQL) gets an err reply, counted in `stats["err"]`. A message
+without an envelope cannot be answered: it is dropped and counted in `stats["dropped"]`. Nothing
+a client sends stops or blocks the server.
 """
 from __future__ import annotations
 
@@ -23,17 +29,20 @@ import json
 import logging
 import threading
 import uuid
-from collections import Counter
+from collections import Counter, deque
 
 import pyarrow as pa
 import zmq
 
+from hdb.config import HdbSettings
 from hdb.sql import Engine, QueryError, Result
 from tickerplant.protocol import Unreachable, request
+from tickerplant.protocol import split_envelope
 
 log = logging.getLogger(__name__)
-MAX_REQUEST = 16 << 20   # bytes: SQL text is small; anything bigger is not a query
+MAX_REQUEST = HdbSettings.model_fields["max_request_bytes"].default
 POLL_MS = 100            # how often an idle worker checks for stop
+READY, DONE = b"ready", b"done"   # worker -> broker: idle at start / an answer follows
 
 
 def encode_table(table: pa.Table) -> pa.Buffer:
@@ -71,12 +80,14 @@ class QueryServer:
     """Serves `engine` at `endpoint` with `workers` threads. `start()` returns once the socket is
     bound (errors such as a port in use raise there); `stop()` ends every thread."""
 
-    def __init__(self, endpoint: str, engine: Engine, workers: int = 2):
+    def __init__(self, endpoint: str, engine: Engine, workers: int = 2,
+                 max_request_bytes: int = MAX_REQUEST):
         if workers < 1:
             raise ValueError("workers must be >= 1")
         self.endpoint = endpoint
         self.engine = engine
         self.workers = workers
+        self.max_request_bytes = max_request_bytes
         self.stats: Counter = Counter()
         self._stats_lock = threading.Lock()
         self._ctx = zmq.Context()
@@ -87,7 +98,7 @@ class QueryServer:
 
     def start(self) -> "QueryServer":
         front = self._ctx.socket(zmq.ROUTER)
-        front.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST)
+        front.setsockopt(zmq.MAXMSGSIZE, self.max_request_bytes)
         front.setsockopt(zmq.LINGER, 0)
         try:
             front.bind(self.endpoint)
@@ -97,14 +108,14 @@ class QueryServer:
             raise
         # a wildcard port ("tcp://127.0.0.1:*") resolves here, so callers can learn it
         self.endpoint = front.getsockopt_string(zmq.LAST_ENDPOINT)
-        back = self._ctx.socket(zmq.DEALER)
+        back = self._ctx.socket(zmq.ROUTER)
         back.setsockopt(zmq.LINGER, 0)
         back.bind(self._backend)
         ctl = self._ctx.socket(zmq.PAIR)
         ctl.bind(self._control)
         self._ctl = self._ctx.socket(zmq.PAIR)
         self._ctl.connect(self._control)
-        t = threading.Thread(target=self._proxy, args=(front, back, ctl), name="hdb-query-proxy",
+        t = threading.Thread(target=self._broker, args=(front, back, ctl), name="hdb-query-broker",
                              daemon=True)
         t.start()
         self._threads.append(t)
@@ -120,7 +131,7 @@ class QueryServer:
             return
         self._stop.set()
         try:
-            self._ctl.send(b"TERMINATE")
+            self._ctl.send(b"TERMINATE", zmq.NOBLOCK)
         except zmq.ZMQError:
             pass
         for t in self._threads:
@@ -134,15 +145,52 @@ class QueryServer:
     def __exit__(self, *exc):
         self.stop()
 
-    def _proxy(self, front, back, ctl) -> None:
+    def _broker(self, front, back, ctl) -> None:
+        idle: deque[bytes] = deque()
+        poller = zmq.Poller()
+        poller.register(back, zmq.POLLIN)
+        poller.register(ctl, zmq.POLLIN)
         try:
-            zmq.proxy_steerable(front, back, None, ctl)
+            while not self._stop.is_set():
+                # the frontend is read only while a worker can take what it holds
+                poller.register(front, zmq.POLLIN if idle else 0)
+                events = dict(poller.poll(POLL_MS))
+                if ctl in events:
+                    break
+                if back in events:
+                    self._answers(back, front, idle)
+                if front in events:
+                    self._requests(front, back, idle)
         except zmq.ZMQError as e:
             if not self._stop.is_set():
-                log.error("query proxy stopped: %s", e)
+                log.error("query broker stopped: %s", e)
         finally:
             for s in (front, back, ctl):
                 s.close(0)
+
+    def _answers(self, back, front, idle: deque) -> None:
+        while True:
+            try:
+                frames = back.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            worker, tag = frames[0].bytes, frames[1].bytes
+            if tag == DONE:
+                # ROUTER without ROUTER_MANDATORY drops a reply to a peer that left: never blocks
+                front.send_multipart(frames[2:], zmq.NOBLOCK, copy=False)
+            idle.append(worker)
+
+    def _requests(self, front, back, idle: deque) -> None:
+        while idle:
+            try:
+                frames = front.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            envelope, _ = split_envelope(frames)
+            if envelope is None:
+                self._count("dropped")
+                continue
+            back.send_multipart([idle.popleft(), *frames], copy=False)
 
     def _count(self, what: str) -> None:
         with self._stats_lock:
@@ -152,7 +200,7 @@ class QueryServer:
         """The reply frames for one request; never raises."""
         try:
             sql = parse_request(frames)
-            res = self.engine.query(sql)
+            res = self.engine.query(sql, allow_truncated=True)  # the reply says it was cut
             body = encode_table(res.table)
             meta = json.dumps({"rows": res.table.num_rows, "truncated": res.truncated,
                                "ms": round(res.ms, 3)}).encode()
@@ -161,21 +209,27 @@ class QueryServer:
         except QueryError as e:
             self._count("err")
             return [b"err", str(e).encode()]
-        except Exception as e:  # a bug must cost one query, never the server
+        except Exception as e:  # a bug (or RecursionError, MemoryError) costs one query, never the server
             log.exception("query failed unexpectedly")
             self._count("err")
             return [b"err", f"internal error: {type(e).__name__}: {e}".encode()]
 
     def _work(self) -> None:
-        sock = self._ctx.socket(zmq.REP)
+        sock = self._ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.connect(self._backend)
         try:
+            sock.send(READY)
             while not self._stop.is_set():
                 if not sock.poll(POLL_MS):
                     continue
-                frames = sock.recv_multipart(copy=False)
-                sock.send_multipart(self.handle([f.buffer for f in frames]), copy=False)
+                try:
+                    frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                except zmq.Again:
+                    continue
+                envelope, body = split_envelope(frames)  # the broker sends only enveloped requests
+                reply = self.handle([f.buffer for f in body])
+                sock.send_multipart([DONE, *envelope, *reply], copy=False)
         except zmq.ZMQError as e:
             if not self._stop.is_set():
                 log.error("query worker stopped: %s", e)

@@ -31,11 +31,14 @@ def _fail(msg: str) -> None:
 @click.pass_context
 def cli(ctx, config_path, home):
     """kdb+-style tick infrastructure: tickerplant, RDB, HDB on Parquet + DuckDB."""
+    ctx.meta["config_path"] = config_path
+    ctx.meta["home"] = home
+    if ctx.invoked_subcommand == "config":   # the config tools read (and judge) the file themselves
+        return
     try:
         ctx.obj = load(config_path, home)
     except ConfigError as e:
-        _fail(str(e))
-    ctx.meta["config_path"] = config_path
+        _fail(f"{e}\n(`tickstack config check FILE` lists every problem)")
 
 
 def _proc_names(cfg, names) -> list[str] | None:
@@ -221,7 +224,8 @@ def eod(cfg, day, from_log):
     """End the day now; or rebuild a day's history from a TP log."""
     if from_log:
         from hdb.eod import rebuild_from_log
-        rows = rebuild_from_log(cfg.hdb_dir, Path(from_log), cfg.registry(), day.date() if day else None)
+        rows = rebuild_from_log(cfg.hdb_dir, Path(_plain_log(from_log)), cfg.registry(),
+                                day.date() if day else None)
         click.echo(f"rebuilt {', '.join(f'{t}: {n} rows' for t, n in rows.items()) or 'nothing'}")
         return
     if day:
@@ -234,9 +238,18 @@ def eod(cfg, day, from_log):
     click.echo(f"ended {r['ended']}; the tickerplant is now on {r['date']}")
 
 
+def _plain_log(file: str) -> str:
+    """FILE, or for a compressed `.log.zst` a decompressed copy removed when the command ends."""
+    from tickerplant.logzip import LogZipError, open_log
+    try:
+        return str(click.get_current_context().with_resource(open_log(file, progress=True)))
+    except LogZipError as e:
+        _fail(str(e))
+
+
 @cli.group("log")
 def log_group():
-    """Check, repair and replay tickerplant logs."""
+    """Check, repair and replay tickerplant logs (FILE may be a compressed .log.zst)."""
 
 
 @log_group.command("check")
@@ -245,7 +258,8 @@ def log_group():
 def log_check(file, as_json):
     """Valid record count and the offset of the first bad byte (exit 1 if damaged)."""
     from tickerplant.log import check
-    r = check(file)
+    r = check(_plain_log(file))
+    r.path = Path(file)
     if as_json:
         click.echo(json.dumps({"file": str(r.path), "date": str(r.date), "records": r.records,
                                "last_seq": r.last_seq, "valid_bytes": r.valid_bytes, "size": r.size,
@@ -265,8 +279,9 @@ def log_check(file, as_json):
 def log_repair(file, out):
     """Keep the valid prefix, salvage valid records after a corrupt region, write a new file."""
     from tickerplant.log import LogError, repair
+    from tickerplant.logzip import plain_path
     try:
-        r = repair(file, out)
+        r = repair(_plain_log(file), out or f"{plain_path(file)}.repaired")
     except LogError as e:
         _fail(str(e))
     click.echo(f"wrote {r.out}: kept {r.kept}, salvaged {r.salvaged}, dropped {r.dropped_bytes} bytes"
@@ -282,6 +297,7 @@ def log_repair(file, out):
 def log_replay(cfg, file, tables, first, sql):
     """Stream a log's rows out as CSV, or load them into an RDB and query them."""
     from tickerplant.replay import replay, replay_into
+    shown, file = file, _plain_log(file)
     reg = cfg.registry()
     if sql:
         from hdb.sql import Engine, QueryError
@@ -292,7 +308,7 @@ def log_replay(cfg, file, tables, first, sql):
             rows = replay_into(store, file, reg, tables or None, first, progress=True)
             click.echo(f"loaded {rows} rows", err=True)
         except ValueError as e:
-            click.echo(f"warning: {e}", err=True)
+            click.echo(f"warning: {str(e).replace(file, shown)}", err=True)
         eng = Engine(today=store.snapshot, registry=reg, max_rows=cfg.rdb.max_rows)
         try:
             res = eng.query(sql, allow_truncated=True)
@@ -315,10 +331,102 @@ def log_replay(cfg, file, tables, first, sql):
             if batch.num_rows:
                 click.echo("\n".join(f"{seq},{line}" for line in csv_lines(batch)))
     except ValueError as e:
-        _fail(str(e))
+        _fail(str(e).replace(file, shown))
 
 
-BENCHES = ["ingest", "latency", "replay", "eod", "query", "itch", "feed", "risk", "fix"]
+# -- config tools and scheduled jobs ------------------------------------------------------------
+@cli.group("config")
+def config_group():
+    """Show the effective config and where each value came from; check a config file."""
+
+
+@config_group.command("show")
+@click.option("--json", "as_json", is_flag=True, help="{key: {value, source}} as JSON")
+@click.pass_context
+def config_show(ctx, as_json):
+    """Every section and key of the effective config, with its source: default, file PATH,
+    env TICKSTACK_HOME or --home."""
+    from click.core import ParameterSource
+
+    from ops.configtool import effective, jsonable, render
+    home = ctx.meta["home"]
+    from_env = ctx.find_root().get_parameter_source("home") == ParameterSource.ENVIRONMENT
+    try:
+        _, entries, where = effective(ctx.meta["config_path"], home,
+                                      "env TICKSTACK_HOME" if from_env else "--home")
+    except (ValueError, TypeError, AttributeError) as e:   # ConfigError, or a validator's crash
+        _fail(f"{e}\n(`tickstack config check FILE` lists every problem)")
+    if as_json:
+        click.echo(json.dumps({"file": str(where) if where else None,
+                               "values": {e.key: {"value": jsonable(e.value), "source": e.source}
+                                          for e in entries}}, indent=1))
+        return
+    click.echo(f"# config file: {where}" if where else "# no config file: embedded defaults")
+    width = max(len(e.key) for e in entries)
+    shown = [render(e.value) for e in entries]
+    vwidth = min(40, max(map(len, shown)))
+    for e, v in zip(entries, shown):
+        click.echo(f"{e.key:<{width}} = {v:<{vwidth}}  # {e.source}")
+
+
+@config_group.command("check")
+@click.argument("file", required=False, type=click.Path(dir_okay=False))
+@click.pass_context
+def config_check(ctx, file):
+    """List every problem in FILE (default: --config / TICKSTACK_CONFIG) with its key path;
+    exit 1 if there is any, else print "ok: FILE"."""
+    from ops.configtool import check_file
+    file = file or ctx.meta["config_path"]
+    if not file:
+        _fail("name the file to check: tickstack config check FILE")
+    problems = check_file(file)
+    if not problems:
+        click.echo(f"ok: {file}")
+        return
+    for p in problems:
+        click.echo(f"{file}: {p}")
+    click.echo(f"{len(problems)} problem{'s' if len(problems) > 1 else ''} in {file}", err=True)
+    sys.exit(1)
+
+
+@cli.group("jobs", invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True, help="the list as JSON")
+@click.pass_context
+def jobs_group(ctx, as_json):
+    """Scheduled jobs ([jobs.*] in the config) and their next runs; `jobs run NAME` runs one now.
+    The scheduler itself is `python -m ops.jobs`."""
+    if ctx.invoked_subcommand:
+        return
+    import datetime as dt
+
+    from ops.jobs import schedule
+    rows = schedule(ctx.obj)
+    if as_json:
+        click.echo(json.dumps([{**r, "next_run": r["next_run"].isoformat() if r["next_run"] else None}
+                               for r in rows]))
+        return
+    click.echo(f"{'job':15} {'on':3} {'time':5} {'tz':20} {'next run':34} does")
+    for r in rows:
+        nxt = r["next_run"]
+        when = (f"{nxt:%Y-%m-%d %H:%M %Z} ({nxt.astimezone(dt.timezone.utc):%H:%M} UTC)"
+                if nxt else "-")
+        click.echo(f"{r['name']:15} {'on' if r['enabled'] else 'off':3} {r['time']:5} {r['tz']:20} "
+                   f"{when:34} {r['does']}")
+
+
+@jobs_group.command("run")
+@click.argument("name", type=click.Choice(["eod", "log_retention", "hdb_compaction", "hdb_retention"]))
+@click.option("--dry-run", is_flag=True, help="Say what it would do; change nothing.")
+@click.pass_obj
+def jobs_run(cfg, name, dry_run):
+    """Run job NAME now (enabled or not), as the scheduler would; exit 1 if it failed."""
+    from ops.jobs import run_job
+    res = run_job(cfg, name, dry_run=dry_run, progress=True)
+    click.echo(res.text())
+    sys.exit(0 if res.ok else 1)
+
+
+BENCHES = ["ingest", "latency", "replay", "eod", "query", "itch", "feed", "risk", "fix", "backtest"]
 BENCH_MODULES = {"replay": "log_replay"}
 
 
@@ -344,6 +452,7 @@ _attach("ops.trading", "cancel")
 _attach("ops.trading", "halt")
 _attach("ops.trading", "resume")
 _attach("hdb.cli", "hdb")
+_attach("strategy.cli", "backtest")
 
 
 def main() -> None:

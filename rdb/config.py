@@ -7,7 +7,8 @@ from tickerplant.config import EodSettings, TickerplantSettings
 
 
 class RdbSettings(Settings):
-    query: str = "tcp://127.0.0.1:5020"    # REP: read-only SQL over today's data
+    query: str = "tcp://127.0.0.1:5020"    # ROUTER (clients speak REQ): read-only SQL over today's data
+    max_request_bytes: int = Field(16 << 20, ge=1024)  # a request frame over this: ZeroMQ drops the peer
     tables: tuple[str, ...] = ()           # empty = every table
     chunk_rows: int = Field(1 << 18, ge=1024)
     query_timeout_s: float = Field(60.0, gt=0)

@@ -40,7 +40,8 @@ class Rdb:
             clock = Clock(eod.time, eod.tz)
             self.server = QueryServer(settings.query, Engine(
                 today=self.store.snapshot, day=lambda: self.sub.day or clock.day(),
-                timeout_s=settings.query_timeout_s, max_rows=settings.max_rows, registry=registry))
+                timeout_s=settings.query_timeout_s, max_rows=settings.max_rows, registry=registry),
+                max_request_bytes=settings.max_request_bytes)
         self.days_saved: list[dt.date] = []
 
     @classmethod

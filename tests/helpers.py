@@ -161,3 +161,68 @@ def start_tp(cfg, procs):
     """Start the TP as a process (named "tp") and wait until its control socket answers."""
     procs.start("tickerplant", name="tp")
     wait_for(lambda: tp_status(cfg), timeout=20, what="tickerplant ctl")
+
+
+def rss_bytes(pid: int) -> int:
+    """VmRSS of a process, from /proc/PID/status."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS for pid {pid}")
+
+
+class AckedFeed:
+    """A feed's DEALER that keeps at most `window` messages unacked (so the TP's ingest queue
+    stays small) and records when each ack arrived (time.monotonic)."""
+
+    def __init__(self, cfg, feed: int, window: int = 4):
+        import zmq
+        self.cfg, self.feed, self.window = cfg, feed, window
+        self.schema = cfg.registry()["trade"]
+        self.sock = zmq.Context.instance().socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.connect(cfg.tickerplant.ingest)
+        self.fseq = self.acked = self.rows = 0
+        self.ack_times: list[float] = []
+
+    def _take_acks(self, timeout_ms: int) -> None:
+        import struct
+        if not self.sock.poll(timeout_ms):
+            return
+        while self.sock.poll(0):
+            f = self.sock.recv_multipart()
+            if f[0] == b"err":
+                raise AssertionError(f"TP rejected a good message: {f[2].decode()}")
+            if f[0] == b"ack":
+                self.ack_times.append(time.monotonic())
+                self.acked = max(self.acked, struct.unpack("<IQ", f[1])[1])
+
+    def send(self, cols, timeout: float = 30.0) -> None:
+        from schemas.codec import encode
+        self.fseq += 1
+        self.sock.send(encode(self.schema, cols, feed=self.feed, fseq=self.fseq))
+        self.rows += len(cols["time"])
+        end = time.monotonic() + timeout
+        while self.fseq - self.acked >= self.window:
+            if time.monotonic() > end:
+                raise AssertionError(f"no ack from the TP for {timeout}s (fseq {self.acked} of {self.fseq})")
+            self._take_acks(100)
+
+    def drain(self, timeout: float = 30.0) -> int:
+        """Wait until everything sent is acked; the rows sent."""
+        end = time.monotonic() + timeout
+        while self.acked < self.fseq:
+            if time.monotonic() > end:
+                raise AssertionError(f"no ack from the TP for {timeout}s (fseq {self.acked} of {self.fseq})")
+            self._take_acks(100)
+        return self.rows
+
+    def largest_ack_gap(self) -> float:
+        """The longest time without an ack, up to now (while the feed is sending)."""
+        t = self.ack_times
+        gap = max((b - a for a, b in zip(t, t[1:])), default=0.0)
+        return max(gap, time.monotonic() - t[-1]) if t and self.acked < self.fseq else gap
+
+    def close(self) -> None:
+        self.sock.close(0)

@@ -1,26 +1,33 @@
 """Tickerplant settings; the defaults here are the only ones."""
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from schemas.settings import Settings, StackSettings
+from tickerplant.clock import known_zone
 
 
 class EodSettings(Settings):
     time: str = Field("17:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")  # local roll time HH:MM
     tz: str = "America/New_York"
 
+    _zone = field_validator("tz")(known_zone)
+
 
 class TickerplantSettings(Settings):
     """The TP's sockets and policies; clients (feeds, subscribers) read its endpoints."""
     ingest: str = "tcp://127.0.0.1:5010"   # ROUTER: feeds send batches, get acks/errors back
     pub: str = "tcp://127.0.0.1:5011"      # PUB: fan-out to subscribers
-    ctl: str = "tcp://127.0.0.1:5012"      # REP: sub handshake, status, eod, stop
+    ctl: str = "tcp://127.0.0.1:5012"      # ROUTER (clients speak REQ): sub handshake, status, eod, stop
     mode: Literal["immediate", "batched"] = "immediate"  # zero-latency or timer publish
     batch_ms: int = Field(100, ge=1)       # publish interval in batched mode
-    pub_hwm: int = Field(100_000, ge=100)  # per-subscriber queue; beyond it, drop + log catch-up
+    pub_hwm: int = Field(100_000, ge=100)  # per-subscriber queue in messages; beyond it, drop + log catch-up
+    # per-subscriber queue in bytes: the TP lowers the message count above so that the queue
+    # holds at most this many bytes of its largest messages (tickerplant/tp.py)
+    pub_queue_bytes: int = Field(128 << 20, ge=1 << 20)
     heartbeat_ms: int = Field(500, ge=10)
     max_message_bytes: int = Field(256 << 20, ge=1024)
+    ctl_max_bytes: int = Field(1 << 20, ge=1024)  # a control frame over this: ZeroMQ drops the peer
     loop_msgs: int = Field(4096, ge=1)     # ingest messages taken per loop before logging/publishing
     fsync: Literal["never", "eod", "always"] = "eod"
 

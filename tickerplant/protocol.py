@@ -91,6 +91,15 @@ def parse_news(frame: bytes) -> tuple[dt.date, int, dict[str, int]]:
     return dt.date.fromisoformat(info["date"]), int(info["seq"]), info["last"]
 
 
+def split_envelope(frames: list) -> tuple[list | None, list]:
+    """(envelope, body) of a message a ROUTER received from a REQ-speaking peer: the envelope is
+    the routing ids up to and including the first empty frame. (None, frames) without one."""
+    for i in range(1, len(frames)):
+        if not len(frames[i]):
+            return frames[: i + 1], frames[i + 1:]
+    return None, frames
+
+
 class Unreachable(ConnectionError):
     """The process did not answer in time."""
 

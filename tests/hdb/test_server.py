@@ -3,6 +3,7 @@ serving whatever arrives; the client's errors are clear."""
 from __future__ import annotations
 
 import json
+import socket
 import threading
 
 import pyarrow as pa
@@ -10,6 +11,7 @@ import pytest
 import zmq
 from hypothesis import HealthCheck, given, settings, strategies as st
 from hdb_testdata import DAY, make_trades
+from helpers import wait_for
 
 from hdb.eod import save_day
 from hdb.server import QueryServer, query
@@ -77,6 +79,25 @@ def test_garbage_gets_an_err_reply(server, raw, frames):
     reply = ask(raw, frames)
     assert reply[0] == b"err" and len(reply) == 2 and reply[1]
     assert server.stats["err"] == before + 1
+    alive(server)
+
+
+def test_a_message_without_an_envelope_is_dropped_and_counted(server):
+    """A DEALER frame without the REQ envelope, or raw bytes libzmq takes for ZMTP 1.0 frames,
+    cannot be answered: dropped and counted, and no worker is left blocked in recv."""
+    before = server.stats["dropped"]
+    s = zmq.Context.instance().socket(zmq.DEALER)
+    s.setsockopt(zmq.LINGER, 0)
+    s.connect(server.endpoint)
+    try:
+        for _ in range(3):
+            s.send(b'{"sql": "SELECT 1"}')
+        with socket.create_connection(("127.0.0.1", int(server.endpoint.rsplit(":", 1)[1]))) as raw:
+            raw.sendall(b"\x01\x00" + b"\x05\x00junk" * 2)
+            wait_for(lambda: server.stats["dropped"] >= before + 4, what="the bare messages counted")
+        assert not s.poll(200), "a message without an envelope cannot be answered"
+    finally:
+        s.close(0)
     alive(server)
 
 
