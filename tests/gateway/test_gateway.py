@@ -6,6 +6,7 @@ switch, and what is published through the TP."""
 from __future__ import annotations
 
 import glob
+import threading
 import time
 
 import pytest
@@ -297,3 +298,37 @@ def test_bad_requests_get_clear_errors(trading):
     with pytest.raises(ValueError, match="qty"):
         c.new("X", "buy", 0, 1.0)            # refused before anything is sent
     wait_for(lambda: c.status()["ok"], what="the gateway to still answer")
+
+
+def test_a_strategy_trades_live_through_the_gateway(trading):
+    """strategy.live drives a Strategy on the TP's quotes; its orders go through OrderClient
+    (send/poll, as strategy.live.GatewayPort calls them): it sees its reply, fill and order
+    events through its callbacks."""
+    from strategy.api import Strategy
+    from strategy.live import GatewayPort, run
+    t = trading
+    seen = {"fills": [], "orders": []}
+
+    class Once(Strategy):
+        name = "once"
+        syms = ["LIVE"]
+
+        def on_quote(self, q):
+            if not self.orders:
+                self.buy("LIVE", 10, q.ask + 0.05)
+
+        def on_fill(self, f):
+            seen["fills"].append(f)
+
+        def on_order(self, e):
+            seen["orders"].append(e)
+    t.quote("LIVE", 10.0, 10.1)
+    oc = t.connect("live-once")
+    th = threading.Thread(target=run, args=(Once(), t.cfg.tickerplant, GatewayPort(oc)),
+                          kwargs={"stop": lambda: any(e.status == "FILLED" for e in seen["orders"])})
+    th.start()
+    th.join(30)
+    assert not th.is_alive()
+    (f,) = seen["fills"]
+    assert (f.sym, f.side, f.qty, f.price, f.venue) == ("LIVE", "buy", 10, 10.1, "A")
+    assert seen["orders"][-1].status == "FILLED" and seen["orders"][-1].cum_qty == 10
