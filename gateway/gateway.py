@@ -66,11 +66,14 @@ RECOVERY CONTRACT (restart after kill -9, or any crash)
      tag already used that day (same `client`) gets the existing order (`"dup": true`), never
      a new one, whether the gateway learned of that order from its rows or from a venue.
   2. State is rebuilt from today's rows (gateway.recovery): each order's last published state
-     (Orders.restore), every execution (positions, PnL, and its ExecID counted as seen, so a
-     resent report is a duplicate), the (client, tag) map.
+     (Orders.restore; its filled quantity is at least what its `execution` rows add up to),
+     every execution (positions, PnL, and its ExecID counted as seen, so a resent report is a
+     duplicate), the (client, tag) map.
   3. Nothing a venue said is lost: each row carries the MsgSeqNum of the venue message that
      caused it (`fix_seq`), and at start the expected inbound sequence number of each session
-     is set back to just after the last one that left a row (or the value in durable.json,
+     is set back to just after the last one that left an `order` row (each flush publishes its
+     `order` message last, so that row proves the flush's other rows logged too; every fill
+     and state change of a child leaves an `order` row) (or the value in durable.json,
      written at start, at a clean stop, and whenever every published row was acked). At logon
      the venue resends everything after it (PossDup); ExecIDs already applied are ignored, the
      rest applied. A report for a child of ours that no row mentions (it was sent, its row was
@@ -335,28 +338,42 @@ class Gateway:
             self.parents[pid] = p
             if row["tag"]:
                 self.tags[(row["client"], row["tag"])] = pid
-        fees = Counter()
+        fees, filled, notional = Counter(), Counter(), Counter()
         for ex in past.executions:
             fees[ex["order_id"]] += ex["fee"] or 0.0
+            filled[ex["order_id"]] += ex["qty"]
+            notional[ex["order_id"]] += ex["qty"] * ex["price"]
+        chain_qty, chain_px = {}, {}       # fills of each version and the versions it replaced
         for cid, row in past.children.items():
             pid = row["parent"]
             p = self.parents.get(pid)
             if p is None:
                 p = self.parents[pid] = self._parent_from_row(pid, {**row, "id": pid, "tag": "", "client": ""})
+            orig = row["orig"] or ""
+            chain_qty[cid] = chain_qty.get(orig, 0) + filled[cid]
+            chain_px[cid] = chain_px.get(orig, 0.0) + notional[cid]
+            status, cum, avg = OrdStatus[row["status"]], row["cum_qty"], row["avg_px"] or 0.0
+            if chain_qty[cid] > cum:
+                # the flush's execution rows reached the log, its order rows did not: the fills win
+                cum, avg = chain_qty[cid], chain_px[cid] / chain_qty[cid]
+                if cum >= row["qty"]:
+                    status = OrdStatus.FILLED
+                elif status in (OrdStatus.PENDING_NEW, OrdStatus.NEW):
+                    status = OrdStatus.PARTIALLY_FILLED
             order = NewOrder(cid, row["sym"], SIDES[row["side"]], row["qty"], TYPES[row["type"]],
                              _price(row["price"]), TIFS[row["tif"]], row["account"] or "", row["time"])
-            ch = self.orders.restore(order, row["venue"], OrdStatus[row["status"]], row["cum_qty"],
-                                     row["avg_px"] or 0.0, row["time"], pid, row["strategy"] or "",
-                                     fees[cid], orig_cl_ord_id=row["orig"] or "", text=row["text"] or "")
+            ch = self.orders.restore(order, row["venue"], status, cum, avg, row["time"], pid,
+                                     row["strategy"] or "", fees[cid], orig_cl_ord_id=orig,
+                                     text=row["text"] or "")
             self.risk.on_change(ch)
             p.n = max(p.n, ids.child_number(cid))
         for ex in past.executions:
             if self.orders.restore_fill(ex["venue"], ex["exec_id"], ex["account"] or "", ex["sym"],
                                         SIDES[ex["side"]], ex["qty"]):
                 self.risk.on_fill(ex["sym"], SIDES[ex["side"]], ex["qty"], ex["price"], ex["fee"] or 0.0)
-        for p in self.parents.values():              # what the children say, for parents
-            children = self.orders.children(p.id)  # known from them only
-            if children and not p.tag:
+        for p in self.parents.values():              # what the children say (their rows are
+            children = self.orders.children(p.id)  # the later ones; a parent may be known from
+            if children:                           # them only)
                 st = parent_state(p.order, children)
                 p.status, p.cum_qty, p.avg_px = st.status, st.filled, st.avg_px
         self.counts["restored_orders"] = len(past.children)

@@ -5,7 +5,8 @@ order, every execution in order, and how far each venue's messages were durably 
     past = read_published(log_path, registry, feed_id)
     past.parents / past.children   {id: last row} in first-seen order
     past.executions                [row, ...] in log order
-    past.durable                   {venue: the venue's MsgSeqNum after the last one that left a row}
+    past.durable                   {venue: the venue's MsgSeqNum after the last one that left an
+                                    `order` row: every row of the messages before it is logged}
 
 The log is read with tickerplant.log.scan (per record, never per row): a damaged record ends
 the read with a warning and what was before it is used. See gateway.gateway for the recovery
@@ -51,7 +52,7 @@ def read_published(path: str | Path | None, registry, feed_id: int) -> Published
         for i in range(n):
             row = {k: v[i] for k, v in cols.items()}
             venue, seq = row.get("venue") or "", row.get("fix_seq") or 0
-            if venue and seq:
+            if venue and seq and head.table == "order":     # see gateway.rows: order goes last
                 out.durable[venue] = max(out.durable.get(venue, 0), seq + 1)
             if head.table == "execution":
                 out.executions.append(row)
