@@ -1,8 +1,9 @@
 """tickstack: run the stack, push and query data, inspect and fix logs, benchmark.
 
     tickstack run                         # the whole stack with the simulated feed, until Ctrl-C
-    tickstack start|stop|status [PROC]    # tp rdb hdb feed, detached under --home
+    tickstack start|stop|status [PROC]    # tp rdb hdb feed venue-A venue-B gateway, under --home
     tickstack query "select ..."          # SQL over today (rdb), history (hdb) or both (all)
+    tickstack order buy|sell SYM QTY [--limit PX]; orders; cancel ID; halt; resume
 """
 from __future__ import annotations
 
@@ -40,17 +41,27 @@ def cli(ctx, config_path, home):
         _fail(f"{e}\n(`tickstack config check FILE` lists every problem)")
 
 
-# the folder names (tickerplant, feedhandlers) are accepted as the processes' names
-PROC = click.Choice(processes.ORDER + list(processes.ALIASES))
+def _proc_names(cfg, names) -> list[str] | None:
+    """The named processes (folder names such as tickerplant work too); an unknown name is an
+    error listing the known ones."""
+    known = processes.process_names(cfg)
+    bad = [n for n in names if processes.canonical(n) not in known]
+    if bad:
+        _fail(f"no process {', '.join(bad)}; the processes are: {' '.join(known)} "
+              f"(or the folder names {' '.join(processes.ALIASES)})")
+    return list(names) or None
+
+
+PROC = click.STRING
 
 
 @cli.command()
 @click.argument("names", nargs=-1, type=PROC)
 @click.pass_context
 def start(ctx, names):
-    """Start processes (default: tp rdb hdb feed)."""
+    """Start processes (default: all: tp rdb hdb feed, the venues, the gateway)."""
     try:
-        done = processes.start(ctx.obj, list(names) or None, ctx.meta["config_path"])
+        done = processes.start(ctx.obj, _proc_names(ctx.obj, names), ctx.meta["config_path"])
     except processes.ProcError as e:
         _fail(str(e))
     click.echo(f"started: {' '.join(done) or 'nothing (already running)'}  home: {ctx.obj.root}")
@@ -61,7 +72,7 @@ def start(ctx, names):
 @click.pass_obj
 def stop(cfg, names):
     """Stop processes (default: all), cleanly, in reverse order."""
-    done = processes.stop(cfg, list(names) or None)
+    done = processes.stop(cfg, _proc_names(cfg, names))
     click.echo(f"stopped: {' '.join(done) or 'nothing was running'}")
 
 
@@ -71,13 +82,16 @@ def stop(cfg, names):
 @click.pass_obj
 def status(cfg, names, as_json):
     """Which processes run (default: all), with their pids and the TP's current log."""
-    rows = processes.status(cfg, list(names) or None)
+    rows = processes.status(cfg, _proc_names(cfg, names))
     if as_json:
         click.echo(processes.to_json(rows))
         return
     for r in rows:
         extra = f"  log={r['log']} seq={r['seq']}" if "log" in r else ""
-        click.echo(f"{r['name']:5} {r['state']:12} {r['pid'] or '-':>8}{extra}")
+        if "trading" in r:
+            extra = (f"  trading={r['trading']} orders={r['orders']} working={r['working']} venues="
+                     + ",".join(f"{v}:{x}" for v, x in r["venues"].items()))
+        click.echo(f"{r['name']:7} {r['state']:12} {r['pid'] or '-':>8}{extra}")
 
 
 @cli.command()
@@ -412,7 +426,7 @@ def jobs_run(cfg, name, dry_run):
     sys.exit(0 if res.ok else 1)
 
 
-BENCHES = ["ingest", "latency", "replay", "eod", "query", "itch", "feed", "risk", "backtest"]
+BENCHES = ["ingest", "latency", "replay", "eod", "query", "itch", "feed", "risk", "backtest", "fix"]
 BENCH_MODULES = {"replay": "log_replay"}
 
 
@@ -432,6 +446,11 @@ def _attach(module: str, attr: str) -> None:
 
 
 _attach("feedhandlers.cli", "feed")
+_attach("ops.trading", "order")
+_attach("ops.trading", "orders")
+_attach("ops.trading", "cancel")
+_attach("ops.trading", "halt")
+_attach("ops.trading", "resume")
 _attach("hdb.cli", "hdb")
 _attach("strategy.cli", "backtest")
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from pydantic import Field, field_validator
 
 from feedhandlers.config import FeedSettings
-from gateway.config import Venues
+from gateway.config import GatewaySettings, Venues
 from hdb.config import HdbSettings
 from rdb.config import RdbSettings
 from schemas.settings import ConfigError, Settings, StackSettings
@@ -102,6 +102,7 @@ class Config(StackSettings):
     rdb: RdbSettings = RdbSettings()
     hdb: HdbSettings = HdbSettings()
     feed: FeedSettings = FeedSettings()
+    gateway: GatewaySettings = GatewaySettings()
     venues: Venues
     backtest: BacktestSettings = BacktestSettings()
     jobs: JobsSettings = JobsSettings()
