@@ -97,7 +97,7 @@ def status(cfg, names, as_json):
         elif "trading" in r:
             extra = (f"  trading={r['trading']} books={r['books']}"
                      + (f" breached={','.join(r['breached'])}" if r["breached"] else ""))
-        click.echo(f"{r['name']:7} {r['state']:12} {r['pid'] or '-':>8}{extra}")
+        click.echo(f"{r['name']:14} {r['state']:12} {r['pid'] or '-':>8}{extra}")
 
 
 @cli.command()

@@ -55,7 +55,7 @@ class FlattenSettings(Settings):
     limit `through_bps` through the touch; the next child waits until the last one is done and
     its fills are in the book. Until flat, or the book is back within its limits."""
     enabled: bool = True
-    interval_s: float = Field(0.5, gt=0)
+    interval_s: float = Field(1.5, gt=0)      # > the gateway's duplicate window (1 s by default)
     max_display_share: float = Field(0.25, gt=0, le=1)
     through_bps: float = Field(10.0, ge=0)
 

@@ -371,6 +371,7 @@ class RiskProcess:
     def _check(self, now: int) -> None:
         snap, per_row, per_book = self._measure()
         desired = None
+        cancels = []
         s = self.settings
         for b, name in enumerate(self.book.books):
             st = self.states.setdefault(name, BookState())
@@ -392,7 +393,7 @@ class RiskProcess:
                     st.state = "breach"
                 if not st.canceled:
                     st.canceled = True
-                    self._cancel_book(name)
+                    cancels.append(name)
             elif st.state in ("breach", "flattening"):
                 self._action("", name, "within_limit", "ok", text="back within every limit")
                 st.state, st.canceled, st.next_at = "ok", False, {}
@@ -400,6 +401,8 @@ class RiskProcess:
                 st.state, st.canceled = "ok", False
         if desired is not None:
             self._enforce(desired, now)
+            for name in cancels:               # after the state change: nothing new gets in between
+                self._cancel_book(name)
             if s.flatten.enabled and self.trading == "REDUCING":
                 self._flatten(snap, now)
         self._publish(now, snap, per_row, per_book)
