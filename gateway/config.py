@@ -122,6 +122,10 @@ class GatewaySettings(Settings):
     recovery_timeout_s: float = Field(10.0, gt=0)  # at start: wait this long for the venues
     sync_timeout_s: float = Field(2.0, gt=0)  # a venue not caught up after logon: ask again
     max_waiting_intents: int = Field(10_000, ge=1)  # queued while recovering, then "busy"
+    # order/execution rows go to the TP when the kernel has been idle this long, or when the
+    # oldest waited publish_max_ms: publishing never sits between an order and its acks
+    publish_idle_ms: float = Field(1.0, ge=1.0)
+    publish_max_ms: float = Field(20.0, ge=1.0)
 
 
 class GatewayConfig(StackSettings):

@@ -31,10 +31,13 @@ The path of a new intent (nothing reaches the wire without passing risk):
   recorded with `Orders.deny` and its reason code. Cancels always pass risk (HALTED included);
   replaces pass `Risk.check_replace`. The reply says what happened; then `order`/`fill`
   events follow for the client's orders, and every state change and fill is an `order` /
-  `execution` row (gateway.rows) published through the TP with a Feed. What one loop
-  iteration produced goes out as one message per table, right after that iteration's FIX
-  sends (a TP round trip per order would double the latency; see the recovery contract for
-  why it is not needed).
+  `execution` row (gateway.rows) published through the TP with a Feed. Rows collect and go
+  out as one message per table when the kernel has been idle for `publish_idle_ms` (1 ms),
+  or when the oldest waited `publish_max_ms` (20 ms): encoding a message costs about as much
+  as handling an order, so it never sits between an order and its acks, and under load the
+  messages grow by themselves. The kernel does not wait for the TP's ack before a FIX send (a
+  TP round trip per order would double the latency): the recovery contract below covers an
+  order sent whose rows were lost.
 
 Trading states (gateway.risk): ACTIVE; REDUCING; HALTED. `halt` is the kill switch: HALTED,
 then a cancel for every working order on every venue; the reply waits until the venues'
@@ -135,6 +138,7 @@ PARENT_LEVEL = frozenset({Deny.HALTED, Deny.BAD_ORDER, Deny.RESTRICTED, Deny.MAX
                           Deny.NO_QUOTE, Deny.STALE_QUOTE, Deny.PRICE_COLLAR,
                           Deny.MAX_ORDER_NOTIONAL, Deny.DUPLICATE_ORDER})
 INTENTS_PER_LOOP = 256
+_NOBLOCK, _SNDMORE_NOBLOCK = int(zmq.NOBLOCK), int(zmq.NOBLOCK | zmq.SNDMORE)
 FIX_PER_LOOP = 4096
 
 
@@ -428,9 +432,15 @@ class Gateway:
         fix_inbox, router = self.fix.inbox, self.router
         # zmq.Poller reports a non-ZeroMQ object by its file descriptor
         wake_fd, quote_fd, fix_fd = self._wake.fileno(), self.quote_inbox.fileno(), fix_inbox.fileno()
+        idle_ms = max(1, round(self.settings.publish_idle_ms))
+        max_ns = int(self.settings.publish_max_ms * 1e6)
+        pending_since = 0
         self._ready.set()
         while not self._stop:
-            ready = dict(poller.poll(self._poll_ms()))
+            timeout = self._poll_ms()
+            if pending_since:
+                timeout = min(timeout, idle_ms, max(0, (pending_since + max_ns - self.clock()) // 1_000_000))
+            ready = dict(poller.poll(timeout))
             now = self.clock()
             if wake_fd in ready:
                 self._wake.drain()
@@ -442,7 +452,12 @@ class Gateway:
                 self._on_intents(now)
             self._guard("timers", self._timers, self.clock())
             if len(self.rows):
-                self._guard("publish", self.rows.flush, self.feed)
+                # publish when the kernel is idle (nothing arrived for publish_idle_ms), or the
+                # oldest row waited publish_max_ms: never between an order and its acks
+                pending_since = pending_since or now
+                if not ready or now - pending_since >= max_ns or len(self.rows) >= 10_000:
+                    self._guard("publish", self.rows.flush, self.feed)
+                    pending_since = 0
 
     def _poll_ms(self) -> int:
         if self.recovering or self.waits or self.cancel_wanted:
@@ -541,7 +556,10 @@ class Gateway:
         if ident is None:
             return
         try:
-            self.router.send_multipart([ident, intents.encode(obj)], zmq.NOBLOCK)
+            # a ROUTER never blocks here: for a peer that is gone or whose queue is full
+            # (events_hwm) it drops the whole message without an error
+            self.router.send(ident, _SNDMORE_NOBLOCK)
+            self.router.send(intents.encode(obj), _NOBLOCK)
             self.counts["events"] += 1
         except zmq.ZMQError:
             self.counts["dropped_events"] += 1
