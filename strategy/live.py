@@ -54,11 +54,12 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import zmq
 
 from strategy.api import Context, Strategy
-from strategy.runtime import Chunk, Runtime, Universe
+from strategy.runtime import QUOTE_COLS, TRADE_COLS, Chunk, Runtime, Universe
 from strategy.sources import columns
 
 log = logging.getLogger("strategy.live")
@@ -243,6 +244,39 @@ def chunk_of(table: str, batch, universe: Universe) -> Chunk | None:
     return Chunk(cols, None) if table == "quote" else Chunk(None, cols)
 
 
+def chunk_of_updates(table: str, updates: list, universe: Universe, registry) -> Chunk | None:
+    """Subscriber updates of one table as one runtime chunk, from numpy views of the wire
+    bytes (Update.columns: no Arrow objects, the single-row hot path); an update the
+    subscriber already decoded (a sym-filtered one) goes through Arrow."""
+    if table not in ("quote", "trade"):
+        return None
+    names = [c.name for c in registry[table].columns] if registry is not None else None
+    want = ("time", "sym") + (QUOTE_COLS if table == "quote" else TRADE_COLS)
+    parts = []
+    for u in updates:
+        cols, n = u.columns() if names is not None else (None, 0)
+        if cols is None:
+            c = chunk_of(table, u.batch, universe)
+            if c is not None:
+                parts.append(c.quotes if table == "quote" else c.trades)
+            continue
+        if not n:
+            continue
+        by = dict(zip(names, cols))
+        if any(w not in by for w in want):
+            raise ValueError(f"{table} updates need columns {want}; the TP's table has {names}")
+        codes, words = by["sym"]
+        lut = np.fromiter((universe.code(w) for w in words), np.int32, len(words))
+        part = {"time": by["time"].view(np.int64), "code": lut[codes]}
+        for c in want[2:]:
+            part[c] = by[c].astype(np.float64 if c in ("bid", "ask", "price") else np.int64, copy=False)
+        parts.append(part)
+    if not parts:
+        return None
+    cols = parts[0] if len(parts) == 1 else {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    return Chunk(cols, None) if table == "quote" else Chunk(None, cols)
+
+
 def run(strategy: Strategy, tp=None, port=None, *, mode: str = "auto", hdb_dir: Path | None = None,
         stop=None, poll_s: float = 0.05, subscriber=None, stop_timeout_s: float = 5.0,
         on_ready=None, date: dt.date | None = None) -> Runtime:
@@ -292,7 +326,7 @@ def run(strategy: Strategy, tp=None, port=None, *, mode: str = "auto", hdb_dir: 
             ready = dict(poller.poll(poll_ms))
             if handoff.rx in ready:
                 last_time = _dispatch(handoff.take(), runtime, universe, failed, last_time,
-                                      Update, EndOfDay)
+                                      Update, EndOfDay, sub.registry)
             if orders is None or orders in ready or not ready:
                 port.sync(strategy.now)
                 runtime.drain()
@@ -308,14 +342,14 @@ def run(strategy: Strategy, tp=None, port=None, *, mode: str = "auto", hdb_dir: 
 
 
 def _dispatch(items: list, runtime: Runtime, universe: Universe, failed: list, last_time: int,
-              Update, EndOfDay) -> int:
+              Update, EndOfDay, registry=None) -> int:
     """Hand what the subscriber queued to the runtime: runs of updates of one table as one
     chunk each, end of day in its place."""
     run_table, run = None, []
 
     def flush(lt: int) -> int:
         if run:
-            c = chunk_of(run_table, [u.batch for u in run], universe)
+            c = chunk_of_updates(run_table, run, universe, registry)
             run.clear()
             if c is not None:
                 runtime.feed(c)
