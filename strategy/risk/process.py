@@ -71,6 +71,7 @@ DONE = frozenset({"FILLED", "CANCELED", "REJECTED", "EXPIRED"})
 NAN = math.nan
 CTL_MAX_BYTES = 64 << 10
 HISTORY_RELOAD_S = 3600.0
+STATUS_EVERY_NS = 5_000_000_000
 
 
 @dataclass
@@ -110,6 +111,8 @@ class RiskProcess:
         self.run_id = np.base_repr(clock() // 1_000_000, 36).lower()
         self._n = 0
         self._asked: tuple[str, int] | None = None       # (state asked for, when)
+        self._down_noted: str | None = None
+        self._status_at = 0
         self._requests: dict[str, tuple] = {}            # our tag -> what it was
         self._rows: dict[str, list[dict]] = {"risk_action": []}
         self._stop = False
@@ -160,6 +163,7 @@ class RiskProcess:
                 self.handoff.put(e)
         self._reader = threading.Thread(target=read, name="risk-subscriber", daemon=True)
         self._reader.start()
+        self._status_at = self.clock()
         self._submit("status")
         log.info("risk: ctl %s, books by %s, VaR %d scenarios from %s, limits %s", s.ctl, s.book_by,
                  self.scenarios.count, [str(d) for d in self.scenarios.days] or "no history",
@@ -257,7 +261,13 @@ class RiskProcess:
             self._quotes(quotes)
 
     def _quotes(self, batches: list) -> None:
-        b = batches[0] if len(batches) == 1 else pa.Table.from_batches(batches).combine_chunks().to_batches()[0]
+        if len(batches) > 1:
+            merged = pa.Table.from_batches(batches).combine_chunks().to_batches()
+            if not merged:
+                return
+            b = merged[0]
+        else:
+            b = batches[0]
         t = b.column("time")
         t = (t.cast(pa.int64()) if pa.types.is_timestamp(t.type) else t).to_numpy(zero_copy_only=False)
         if not len(t):
@@ -369,6 +379,11 @@ class RiskProcess:
 
     # ---- limits and actions -------------------------------------------------------------------
     def _check(self, now: int) -> None:
+        if now - self._status_at > STATUS_EVERY_NS:
+            # the trading state from the gateway itself now and then: a restarted gateway sends
+            # state events only to clients that spoke to it since
+            self._status_at = now
+            self._submit("status")
         snap, per_row, per_book = self._measure()
         desired = None
         cancels = []
@@ -417,8 +432,10 @@ class RiskProcess:
         op = "reduce" if want == "REDUCING" else "halt"
         tag = self._submit(op, reason=f"risk: {why}"[:500])
         self._asked = (want, now)
-        self._action("", "", op, "sent" if tag else "gateway_down", tag=tag or "",
-                     text=f"trading {self.trading} -> {want}: {why}")
+        if tag or self._down_noted != want:          # a gateway that stays down: said once
+            self._action("", "", op, "sent" if tag else "gateway_down", tag=tag or "",
+                         text=f"trading {self.trading} -> {want}: {why}")
+        self._down_noted = None if tag else want
 
     def _cancel_book(self, book: str) -> None:
         strategy, account = self._book_fields(book)
