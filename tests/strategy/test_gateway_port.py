@@ -146,7 +146,7 @@ def test_no_gateway_is_a_refusal_not_a_hang(tmp_path):
     from gateway.client import OrderClient
     from helpers import free_port
     st = Recorder()
-    port = GatewayPort(OrderClient(f"tcp://127.0.0.1:{free_port()}", client="rec@nobody"))
+    port = GatewayPort(OrderClient(f"tcp://127.0.0.1:{free_port()}", client="rec@nobody"), connect_wait_s=0.2)
     rt = Runtime(st, port, Universe(), "event")
     st.bind(port, rt)
     st.now = time.time_ns()
