@@ -72,6 +72,8 @@ def venues_by_name(value: dict) -> dict:
     for one of the default venues (A, B) changes that venue's defaults, so `[venues.A]
     port = 5401` moves A and keeps its fees; the venues are the ones the config names (all
     the defaults when it names none)."""
+    if value is None:
+        value = {}
     if not isinstance(value, dict):
         raise ValueError("[venues] holds one table per venue, e.g. [venues.A] port = 5301")
     out = {}

@@ -1,9 +1,11 @@
 """tickstack: run the stack, push and query data, inspect and fix logs, benchmark.
 
     tickstack run                         # the whole stack with the simulated feed, until Ctrl-C
-    tickstack start|stop|status [PROC]    # tp rdb hdb feed venue-A venue-B gateway, under --home
+    tickstack start|stop|status [PROC]    # tp rdb hdb feed venue-A venue-B gateway risk strategy-pairs
     tickstack query "select ..."          # SQL over today (rdb), history (hdb) or both (all)
     tickstack order buy|sell SYM QTY [--limit PX]; orders; cancel ID; halt; resume
+    tickstack positions | pnl | risk      # from the risk process
+    tickstack strategy start|stop NAME    # a strategy running live in the stack
 """
 from __future__ import annotations
 
@@ -59,7 +61,8 @@ PROC = click.STRING
 @click.argument("names", nargs=-1, type=PROC)
 @click.pass_context
 def start(ctx, names):
-    """Start processes (default: all: tp rdb hdb feed, the venues, the gateway)."""
+    """Start processes (default: all: tp rdb hdb feed, the venues, the gateway, risk, the
+    strategies of [strategy] run)."""
     try:
         done = processes.start(ctx.obj, _proc_names(ctx.obj, names), ctx.meta["config_path"])
     except processes.ProcError as e:
@@ -88,10 +91,13 @@ def status(cfg, names, as_json):
         return
     for r in rows:
         extra = f"  log={r['log']} seq={r['seq']}" if "log" in r else ""
-        if "trading" in r:
+        if "trading" in r and "venues" in r:
             extra = (f"  trading={r['trading']} orders={r['orders']} working={r['working']} venues="
                      + ",".join(f"{v}:{x}" for v, x in r["venues"].items()))
-        click.echo(f"{r['name']:7} {r['state']:12} {r['pid'] or '-':>8}{extra}")
+        elif "trading" in r:
+            extra = (f"  trading={r['trading']} books={r['books']}"
+                     + (f" breached={','.join(r['breached'])}" if r["breached"] else ""))
+        click.echo(f"{r['name']:14} {r['state']:12} {r['pid'] or '-':>8}{extra}")
 
 
 @cli.command()
@@ -426,8 +432,140 @@ def jobs_run(cfg, name, dry_run):
     sys.exit(0 if res.ok else 1)
 
 
-BENCHES = ["ingest", "latency", "replay", "eod", "query", "itch", "feed", "risk", "fix", "backtest"]
-BENCH_MODULES = {"replay": "log_replay"}
+# -- risk and live strategies ------------------------------------------------------------------
+def _risk(cfg) -> dict:
+    """The risk process's status; fails at once, naming the fix, when it does not answer."""
+    from tickerplant.protocol import ControlError, Unreachable, request
+    if processes.accepts(cfg.risk.ctl, timeout=1.0) is False:
+        pid = processes.running(cfg, "risk")
+        if pid:
+            _fail(f"risk (pid {pid}) does not accept connections on {cfg.risk.ctl} (yet): it may still be "
+                  f"starting; see {cfg.log_dir / 'risk.log'}")
+        _fail(f"risk is not running: `tickstack start risk` (nothing accepts connections on {cfg.risk.ctl})")
+    try:
+        reply = json.loads(request(cfg.risk.ctl, [b'{"cmd": "status"}'], timeout=5.0,
+                                   what="the risk process")[0].bytes)
+    except (Unreachable, ControlError, ValueError) as e:
+        _fail(str(e))
+    if "error" in reply:
+        _fail(f"risk: {reply['error']}")
+    return reply
+
+
+def _num(v, fmt=",.2f") -> str:
+    return "-" if v is None or (isinstance(v, float) and v != v) else format(v, fmt)
+
+
+@cli.command()
+@click.option("--book", help="Only this book.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per position.")
+@click.pass_obj
+def positions(cfg, book, as_json):
+    """Positions per book and sym, from the risk process: average cost, mid, PnL, exposure, VaR."""
+    st = _risk(cfg)
+    rows = [p for p in st["positions"] if book is None or p["book"] == book]
+    if as_json:
+        for p in rows:
+            click.echo(json.dumps(p))
+        return
+    click.echo(f"{'book':12} {'sym':8} {'position':>10} {'avg_cost':>10} {'mid':>10} {'realized':>12} "
+               f"{'unrealized':>12} {'net':>14} {'var':>12}")
+    for p in rows:
+        click.echo(f"{p['book']:12} {p['sym']:8} {p['position']:>10,} {_num(p['avg_cost'], '.4f'):>10} "
+                   f"{_num(p['mid'], '.4f'):>10} {_num(p['realized']):>12} {_num(p['unrealized']):>12} "
+                   f"{_num(p['net']):>14} {_num(p['var']):>12}")
+    if not rows:
+        click.echo("no positions")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per book.")
+@click.pass_obj
+def pnl(cfg, as_json):
+    """Today's PnL per book (realized after fees, unrealized at bid/ask) and the total."""
+    st = _risk(cfg)
+    books = st["books"]
+    if as_json:
+        for b in books:
+            click.echo(json.dumps({k: b[k] for k in ("book", "realized", "unrealized", "pnl")}))
+        return
+    click.echo(f"{'book':16} {'realized':>14} {'unrealized':>14} {'pnl':>14}")
+    for b in books:
+        click.echo(f"{b['book']:16} {_num(b['realized']):>14} {_num(b['unrealized']):>14} {_num(b['pnl']):>14}")
+    tot = [sum(b[k] for b in books) for k in ("realized", "unrealized", "pnl")]
+    click.echo(f"{'total':16} {_num(tot[0]):>14} {_num(tot[1]):>14} {_num(tot[2]):>14}")
+
+
+@cli.command("risk")
+@click.option("--json", "as_json", is_flag=True, help="The risk process's whole status as JSON.")
+@click.pass_obj
+def risk_cmd(cfg, as_json):
+    """Per book: PnL, gross and net exposure, VaR and ES against the limits; the gateway's
+    trading state and the risk process's last actions."""
+    st = _risk(cfg)
+    if as_json:
+        click.echo(json.dumps(st, indent=1))
+        return
+    v = st["var"]
+    click.echo(f"trading {st['trading']}" + (f" ({st['trading_reason']})" if st.get("trading_reason") else ""))
+    click.echo(f"VaR/ES: {v['method']}, {v['horizon_min']}-min horizon, {v['confidence']:.1%}, "
+               f"{v['scenarios']} scenarios from {len(v['days'])} HDB days"
+               + (" and today's minutes" if v["include_today"] else ""))
+    click.echo(f"{'book':12} {'state':10} {'pnl':>12} {'gross':>14} {'net':>14} {'var':>12} {'es':>12}  limits")
+    for b in st["books"]:
+        lim = b["limits"]
+        limits = " ".join(f"{k[4:]}={_num(x, ',.0f')}" for k, x in lim.items() if x is not None)
+        click.echo(f"{b['book']:12} {b['state']:10} {_num(b['pnl']):>12} {_num(b['gross']):>14} "
+                   f"{_num(b['net']):>14} {_num(b['var']):>12} {_num(b['es']):>12}  {limits}"
+                   + ("  BREACHED " + ",".join(b["breached"]) if b["breached"] else ""))
+    if st["actions"]:
+        click.echo("last actions:")
+        for a in st["actions"][-10:]:
+            click.echo(f"  {a['book'] or '-':12} {a['sym'] or '-':8} {a['action']:16} {a['reason']:14} {a['text']}")
+
+
+@cli.group("strategy")
+def strategy_group():
+    """Strategies running live in the stack (`python -m strategy --name NAME`)."""
+
+
+def _strategy_name(name: str) -> str:
+    from strategy.names import strategy_class
+    try:
+        strategy_class(name)
+    except ValueError as e:
+        _fail(str(e))
+    return f"strategy-{name}"
+
+
+@strategy_group.command("start")
+@click.argument("name")
+@click.option("--param", "params", multiple=True, help="Strategy parameter key=value (repeatable).")
+@click.pass_context
+def strategy_start(ctx, name, params):
+    """Start strategy NAME (a known name such as `pairs`, or module:Class) against the running
+    stack; parameters: [strategy.params.NAME], then --param."""
+    proc = _strategy_name(name)
+    args = [a for p in params for a in ("--param", p)]
+    try:
+        done = processes.start(ctx.obj, [proc], ctx.meta["config_path"], {proc: args} if args else None)
+    except processes.ProcError as e:
+        _fail(str(e))
+    click.echo(f"started: {' '.join(done) or 'nothing (already running)'}")
+
+
+@strategy_group.command("stop")
+@click.argument("name")
+@click.pass_obj
+def strategy_stop(cfg, name):
+    """Stop strategy NAME cleanly (it runs its on_stop: pairs flattens)."""
+    done = processes.stop(cfg, [_strategy_name(name)])
+    click.echo(f"stopped: {' '.join(done) or 'nothing was running'}")
+
+
+BENCHES = ["ingest", "latency", "replay", "eod", "query", "itch", "feed", "risk", "backtest", "fix",
+           "tick-to-trade"]
+BENCH_MODULES = {"replay": "log_replay", "tick-to-trade": "tick_to_trade"}
 
 
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})

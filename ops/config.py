@@ -24,7 +24,8 @@ from hdb.config import HdbSettings
 from rdb.config import RdbSettings
 from schemas.settings import ConfigError, Settings, StackSettings
 from schemas.settings import load as _load
-from strategy.config import BacktestSettings
+from strategy.config import BacktestSettings, StrategySettings
+from strategy.risk.config import RiskProcessSettings
 from tickerplant.clock import known_zone
 from tickerplant.config import EodSettings, TickerplantSettings
 
@@ -105,6 +106,8 @@ class Config(StackSettings):
     gateway: GatewaySettings = GatewaySettings()
     venues: Venues
     backtest: BacktestSettings = BacktestSettings()
+    strategy: StrategySettings = StrategySettings()
+    risk: RiskProcessSettings = RiskProcessSettings()
     jobs: JobsSettings = JobsSettings()
 
 

@@ -4,10 +4,14 @@
 
 The processes, in start order: tp rdb hdb feed, one `venue-X` per configured venue
 (`python -m gateway.venue --name X`: a FIX acceptor with its matching engine), gateway (the
-order gateway, trading those venues). `stop` goes in reverse order. Ready means: the TP
-answers `status` on its control socket, the RDB/HDB answer a query, a venue's FIX port
-accepts connections, the gateway answers `status` on its intents socket and has caught up
-with its venues (or given up waiting for them after gateway.recovery_timeout_s).
+order gateway, trading those venues), risk (`python -m strategy.risk`: positions, PnL, VaR,
+limits), then one `strategy-NAME` per name in `[strategy] run` (`python -m strategy --name
+NAME`; any other name can be started by hand: `tickstack strategy start NAME`). `stop` goes in
+reverse order. Ready means: the TP answers `status` on its control socket, the RDB/HDB answer
+a query, a venue's FIX port accepts connections, the gateway answers `status` on its intents
+socket and has caught up with its venues (or given up waiting for them after
+gateway.recovery_timeout_s), risk answers `status` on `[risk] ctl`, a strategy has written
+its pid to <home>/run/strategy-NAME.ready (it does once subscribed to the TP).
 
 A pid file is only a hint: a process counts as running only if that pid is alive, is not a
 zombie, and its command line is `python -m MODULE ... --home <this home>` (Linux: read from
@@ -31,20 +35,26 @@ import time
 from pathlib import Path
 
 MODULES = {"tp": "tickerplant", "rdb": "rdb", "hdb": "hdb", "feed": "feedhandlers",
-           "gateway": "gateway"}
+           "gateway": "gateway", "risk": "strategy.risk"}
 VENUE_MODULE = "gateway.venue"
-# the default stack (venues A and B); `process_names(cfg)` is the order for a config's venues
-ORDER = ["tp", "rdb", "hdb", "feed", "venue-A", "venue-B", "gateway"]
+STRATEGY_MODULE = "strategy"
+# the default stack (venues A and B, the pairs strategy); `process_names(cfg)` is the order
+# for a config's venues and strategies
+ORDER = ["tp", "rdb", "hdb", "feed", "venue-A", "venue-B", "gateway", "risk", "strategy-pairs"]
 # the folder names work too: `tickstack start tickerplant`
-ALIASES = {module: name for name, module in MODULES.items() if module != name}
+ALIASES = {module: name for name, module in MODULES.items() if module != name and "." not in module}
 # the endpoints each process binds, as config keys (section.key)
 BINDS = {"tp": ["tickerplant.ingest", "tickerplant.pub", "tickerplant.ctl"],
-         "rdb": ["rdb.query"], "hdb": ["hdb.query"], "feed": [], "gateway": ["gateway.intents"]}
+         "rdb": ["rdb.query"], "hdb": ["hdb.query"], "feed": [], "gateway": ["gateway.intents"],
+         "risk": ["risk.ctl"]}
 
 
-def process_names(cfg) -> list[str]:
-    """Every process of this config's stack, in start order."""
-    return ORDER[:4] + [f"venue-{v}" for v in cfg.venues] + ["gateway"]
+def process_names(cfg, extra=()) -> list[str]:
+    """Every process of this config's stack, in start order; `extra` strategy processes
+    (strategy-NAME) not in `[strategy] run` go last."""
+    strategies = [f"strategy-{n}" for n in cfg.strategy.run]
+    strategies += [n for n in extra if strategy_of(n) and n not in strategies]
+    return ORDER[:4] + [f"venue-{v}" for v in cfg.venues] + ["gateway", "risk"] + strategies
 
 
 def venue_of(name: str) -> str | None:
@@ -52,10 +62,25 @@ def venue_of(name: str) -> str | None:
     return name[len("venue-"):] if name.startswith("venue-") else None
 
 
+def strategy_of(name: str) -> str | None:
+    """"strategy-pairs" -> "pairs"; None for the other processes."""
+    return name[len("strategy-"):] or None if name.startswith("strategy-") else None
+
+
+def running_strategies(cfg) -> list[str]:
+    """strategy-NAME processes with a pid file under this home (started by hand or by config)."""
+    return sorted(p.stem for p in cfg.run_dir.glob("strategy-*.pid")) if cfg.run_dir.is_dir() else []
+
+
 def command(name: str) -> tuple[str, list[str]]:
     """(module, arguments that identify it) of a process name."""
     v = venue_of(name)
-    return (VENUE_MODULE, ["--name", v]) if v else (MODULES[name], [])
+    if v:
+        return VENUE_MODULE, ["--name", v]
+    st = strategy_of(name)
+    if st:
+        return STRATEGY_MODULE, ["--name", st]
+    return MODULES[name], []
 
 
 def binds(cfg, name: str) -> list[tuple[str, str]]:
@@ -63,6 +88,8 @@ def binds(cfg, name: str) -> list[tuple[str, str]]:
     v = venue_of(name)
     if v:
         return [(f"venues.{v}.port", f"tcp://127.0.0.1:{cfg.venues[v].port}")] if v in cfg.venues else []
+    if strategy_of(name):
+        return []
     return [(key, endpoint_of(cfg, key)) for key in BINDS[name]]
 
 
@@ -221,6 +248,19 @@ def gateway_status(cfg, timeout: float = 0.5) -> dict | None:
         return None
 
 
+def risk_status(cfg, timeout: float = 0.5) -> dict | None:
+    """The risk process's `status` reply, or None if it does not answer."""
+    from tickerplant.protocol import request
+    if accepts(cfg.risk.ctl, timeout=timeout) is False:
+        return None
+    try:
+        frames = request(cfg.risk.ctl, [b'{"cmd": "status"}'], timeout=timeout, what="the risk process")
+        reply = json.loads(frames[0].bytes)
+    except Exception:  # noqa: BLE001 - not up, or not answering in time
+        return None
+    return None if "error" in reply else reply
+
+
 def ready(cfg, name: str, pid: int | None = None) -> bool:
     """The process answers on its endpoint (the TP and the gateway: and is the process `pid`,
     not another stack's on the same port)."""
@@ -235,6 +275,12 @@ def ready(cfg, name: str, pid: int | None = None) -> bool:
         elif name == "gateway":
             st = gateway_status(cfg)
             return bool(st) and not st["recovering"] and (pid is None or st.get("pid", pid) == pid)
+        elif name == "risk":
+            st = risk_status(cfg)
+            return bool(st) and (pid is None or st.get("pid", pid) == pid)
+        elif strategy_of(name):
+            f = cfg.run_dir / f"{name}.ready"
+            return f.is_file() and (pid is None or f.read_text().strip() == str(pid))
         elif venue_of(name):
             return bool(accepts(binds(cfg, name)[0][1], timeout=0.5))
         return True
@@ -255,7 +301,7 @@ def _last_error(log: Path, already: int) -> str:
 
 def start(cfg, names=None, config_path=None, args: dict | None = None, timeout: float = 30.0) -> list[str]:
     """Start the named processes (default: all) in order, each once ready before the next."""
-    every = process_names(cfg)
+    every = process_names(cfg, [canonical(n) for n in names or ()])
     names = [canonical(n) for n in names] if names else every
     for d in (cfg.log_dir, cfg.run_dir):
         d.mkdir(parents=True, exist_ok=True)
@@ -293,7 +339,7 @@ def start(cfg, names=None, config_path=None, args: dict | None = None, timeout: 
 def stop(cfg, names=None, timeout: float = 15.0) -> list[str]:
     """SIGTERM (clean close of logs and files), then SIGKILL after `timeout`; reverse order.
     Only this stack's processes are signalled (see `alive`)."""
-    every = process_names(cfg)
+    every = process_names(cfg, [canonical(n) for n in names or ()] + running_strategies(cfg))
     names = [canonical(n) for n in names] if names else every
     stopped = []
     for name in [n for n in reversed(every) if n in names]:
@@ -312,7 +358,7 @@ def stop(cfg, names=None, timeout: float = 15.0) -> list[str]:
 
 def status(cfg, names=None) -> list[dict]:
     from tickerplant.protocol import control
-    every = process_names(cfg)
+    every = process_names(cfg, [canonical(n) for n in names or ()] + running_strategies(cfg))
     names = [canonical(n) for n in names] if names else every
     out = []
     for name in [n for n in every if n in names]:
@@ -334,6 +380,13 @@ def status(cfg, names=None) -> list[dict]:
                            working=st["working"], venues={v: ("ready" if x["ready"] else "logged on"
                                                               if x["logged_on"] else "down")
                                                           for v, x in st["venues"].items()})
+        if name == "risk" and state == "running":
+            st = risk_status(cfg, timeout=1.0)
+            if st is None:
+                row.update(state="unresponsive", error=f"no answer on {cfg.risk.ctl}")
+            else:
+                row.update(trading=st["trading"], books=len(st["books"]),
+                           breached=[b["book"] for b in st["books"] if b["breached"]])
         out.append(row)
     return out
 

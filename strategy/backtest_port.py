@@ -21,8 +21,10 @@ request ({"tag", "ok", "code", "text", "id"...}; a risk denial has ok false and 
 gateway.risk.Deny value as code), then "order" events (a child's, with its venue; the
 parent's, venue "", when the parent's status or filled quantity changes, as
 gateway.sor.parent_state computes it) and "fill" events (one per execution, named by the
-parent's tag). Codes this port uses besides risk's: UNKNOWN_ORDER, TOO_LATE, BAD_REQUEST,
-UNKNOWN_VENUE, REPLACE_UNSUPPORTED (a parent working at more than one venue).
+parent's tag). Codes this port uses besides risk's are the gateway's (gateway.intents.CODES):
+unknown_order, not_working (nothing to cancel or replace), bad_request, unknown_venue; and one
+of its own, replace_unsupported (a parent working at more than one venue: the gateway
+replaces each child, this port does not).
 
 Working DAY orders are canceled at each day's end (`end_of_day`), as a venue expires them.
 Everything is deterministic: no clock, no randomness, reports merged across venues by time
@@ -245,7 +247,7 @@ class BacktestPort:
         tag = msg.get("tag")
         if not isinstance(tag, str) or not tag or len(tag) > 64:
             self.counters["bad_request"] += 1
-            self._reply({"tag": tag, "ok": False, "code": "BAD_REQUEST",
+            self._reply({"tag": tag, "ok": False, "code": "bad_request",
                          "text": "every request needs a tag: a string of 1-64 chars"}, time)
             return
         if tag in self._tags:
@@ -258,7 +260,7 @@ class BacktestPort:
         handler = {"new": self._new, "cancel": self._cancel, "replace": self._replace,
                    "cancel_all": self._cancel_all, "orders": self._list, "status": self._status}.get(op)
         if handler is None:
-            self._reply({"tag": tag, "ok": False, "code": "BAD_REQUEST",
+            self._reply({"tag": tag, "ok": False, "code": "bad_request",
                          "text": f"unknown op {op!r}: one of new, cancel, replace, cancel_all, orders, status"},
                         time)
             return
@@ -279,12 +281,12 @@ class BacktestPort:
         sym = msg.get("sym")
         venue = msg.get("venue")
         if side is None or typ is None or tif is None or not isinstance(sym, str) or not sym:
-            self._reply({"tag": tag, "ok": False, "code": "BAD_REQUEST",
+            self._reply({"tag": tag, "ok": False, "code": "bad_request",
                          "text": f"new needs sym, side buy/sell, type limit/market, tif day/ioc/fok/gtc "
                                  f"(got {msg})"}, t)
             return
         if venue is not None and venue not in self.engines:
-            self._reply({"tag": tag, "ok": False, "code": "UNKNOWN_VENUE",
+            self._reply({"tag": tag, "ok": False, "code": "unknown_venue",
                          "text": f"unknown venue {venue!r}; venues: {sorted(self.engines)}"}, t)
             return
         self._n += 1
@@ -332,7 +334,7 @@ class BacktestPort:
     def _target(self, msg: dict, t: int) -> Parent | None:
         p = self.parents.get(msg.get("target"))
         if p is None:
-            self._reply({"tag": msg["tag"], "ok": False, "code": "UNKNOWN_ORDER",
+            self._reply({"tag": msg["tag"], "ok": False, "code": "unknown_order",
                          "text": f"no order with tag {msg.get('target')!r}"}, t)
         return p
 
@@ -345,7 +347,7 @@ class BacktestPort:
             return
         n = self._cancel_parent(p, t)
         if n == 0:
-            self._reply({"tag": msg["tag"], "ok": False, "code": "TOO_LATE", "id": p.id,
+            self._reply({"tag": msg["tag"], "ok": False, "code": "not_working", "id": p.id,
                          "text": f"order {p.tag} is {p.status}: nothing to cancel"}, t)
         else:
             self._reply({"tag": msg["tag"], "ok": True, "id": p.id}, t)
@@ -382,8 +384,8 @@ class BacktestPort:
         tag = msg["tag"]
         working = self._working_children(p)
         if len(working) != 1:
-            code, text = (("TOO_LATE", f"order {p.tag} is {p.status}: nothing to replace") if not working else
-                          ("REPLACE_UNSUPPORTED", f"order {p.tag} works at {len(working)} venues; cancel it "
+            code, text = (("not_working", f"order {p.tag} is {p.status}: nothing to replace") if not working else
+                          ("replace_unsupported", f"order {p.tag} works at {len(working)} venues; cancel it "
                                                   f"and send a new order"))
             self._reply({"tag": tag, "ok": False, "code": code, "id": p.id, "text": text}, t)
             return
@@ -391,7 +393,7 @@ class BacktestPort:
         qty, price = msg.get("qty"), msg.get("price")
         other = p.cum - c.cum_qty
         if not isinstance(qty, int) or qty - other <= c.cum_qty:
-            self._reply({"tag": tag, "ok": False, "code": "BAD_REQUEST", "id": p.id,
+            self._reply({"tag": tag, "ok": False, "code": "bad_request", "id": p.id,
                          "text": f"new total qty {qty!r} must be a whole number above the {p.cum} filled"}, t)
             return
         self._n += 1
@@ -405,7 +407,7 @@ class BacktestPort:
             return
         ch = self.orders.replace_sent(rep, t)
         if ch.outcome is not Outcome.APPLIED:
-            self._reply({"tag": tag, "ok": False, "code": "BAD_REQUEST", "id": p.id, "text": ch.text}, t)
+            self._reply({"tag": tag, "ok": False, "code": "bad_request", "id": p.id, "text": ch.text}, t)
             return
         self.risk.on_change(ch)
         p.pending = (qty, rep.price)

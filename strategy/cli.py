@@ -8,26 +8,20 @@ summary.json and report.html in `--out` (default `<home>/backtests/<strategy>-<d
 """
 from __future__ import annotations
 
-import importlib
 import json
 from pathlib import Path
 
 import click
 
-STRATEGIES = {"pairs": "strategy.examples.pairs:PairsStrategy"}
+from strategy.names import STRATEGIES, strategy_class  # noqa: F401 - STRATEGIES: the known names
 
 
 def load_strategy(spec: str):
     """The strategy class named by `spec`: a known name or `module:Class`."""
-    target = STRATEGIES.get(spec, spec)
-    if ":" not in target:
-        raise click.BadParameter(f"unknown strategy {spec!r}: use one of {sorted(STRATEGIES)} "
-                                 f"or module:Class", param_hint="STRATEGY")
-    mod, _, cls = target.partition(":")
     try:
-        return getattr(importlib.import_module(mod), cls)
-    except (ImportError, AttributeError) as e:
-        raise click.BadParameter(f"cannot load {target}: {e}", param_hint="STRATEGY") from None
+        return strategy_class(spec)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="STRATEGY") from None
 
 
 def _params(items) -> dict:

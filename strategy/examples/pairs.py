@@ -7,7 +7,16 @@ Selection (on_start, unless `pairs` is given): the `lookback_days` HDB days befo
 first day are sampled every `sample_s` (log mids as of each grid time) and every pair of syms
 is put to the Engle-Granger test (strategy.cointegration.select_pairs: p < `p_max`, spread
 half-life < `max_half_life_s`, each sym in one pair at most). Those snapshots seed each pair's
-rolling window.
+rolling window. `pairs` may name fits (PairFit, or its 7 fields as a list, as TOML gives
+them) or (a, b) to fit on that history.
+
+No history yet (a fresh home, live): with `sim = [syms, seed]` (what the live runner passes
+from the stack's `[feed]`, whose simulator is the default feed) the simulator's designed
+pairs are traded (`designed_pairs`): each pair's hedge ratio is the designed one, its
+constant and spread sd are measured on a warm-up sample of the same simulator (same syms and
+seed, so the same prices' structure), and the rolling fit then learns from the day as it
+goes (first refit after `min_samples` snapshots). Without `sim` and without history it is an
+error that says what to pass.
 
 Hedge ratio: rolling OLS of log b on log a (beta, alpha, residual sd) over the last `window`
 snapshots, refit every `refit_every` snapshots. A snapshot is taken as data passes each
@@ -16,7 +25,8 @@ would fire; it is done in the quote callbacks rather than with a timer so that t
 is not cut every `sample_s` (it applies each refit from the row after it, vectorised), and the
 fit is the same per event and in batch.
 
-Signal: z = (log b - beta log a - alpha) / sd on every quote of either leg. The target is
+Signal: z = (log b - beta log a - alpha) / sd on every quote of either leg (none in the first
+`warmup_s` of data time from the first quote of a leg: let the open settle). The target is
 short the spread (sell b, buy beta-weighted a) when z > entry_z, long when z < -entry_z, flat
 when |z| < exit_z, else unchanged. A change of target sends both legs together: IOC limit
 orders `tol_bps` through the touch, sized by notional (b: `notional`, a: beta x `notional`).
@@ -81,10 +91,20 @@ class PairsStrategy(Strategy):
     max_retries: int = 3
     flatten_on_stop: bool = True
     history: dict | None = None        # sym -> log-mid snapshots to seed the windows (optional)
+    warmup_s: float = 0.0              # no signal in this much data time after the first quote
+    sim: list | None = None            # [syms, seed] of the stack's simulator: its designed pairs
+                                       # when there is no history (live on a fresh home)
 
     def on_start(self) -> None:
         fits = self.pairs
         hist = self.history or {}
+        if fits is not None:
+            fits = [PairFit(*f) if not isinstance(f, PairFit) and len(f) == len(PairFit._fields) else f
+                    for f in fits]
+        if fits is None and self.sim is not None and not self._has_history():
+            fits = designed_pairs(*self.sim, sample_s=self.sample_s)
+            log.info("pairs: no history before %s in %s: trading the simulator's designed pairs %s",
+                     self.context.date, self.context.hdb_dir, [(f.a, f.b, round(f.beta, 3)) for f in fits])
         if fits is None or any(not isinstance(f, PairFit) for f in fits):
             hist = self.load_history()
             if fits is None:
@@ -109,8 +129,13 @@ class PairsStrategy(Strategy):
         self._samples = 0
         self._step = round(self.sample_s * 1e9)
         self._grid = None                  # the next multiple of sample_s to sample at
+        self._warm_end = None              # data time of the first signal (first quote + warmup_s)
 
     # ---- history ----------------------------------------------------------------------------
+    def _has_history(self) -> bool:
+        hdb, day = self.context.hdb_dir, self.context.date
+        return hdb is not None and any(day is None or d < day for d in _days(hdb))
+
     def load_history(self) -> dict[str, np.ndarray]:
         """Log-mid snapshots of every sym over the `lookback_days` HDB days before the run."""
         from strategy.sources import HdbSource, SourceError
@@ -156,17 +181,20 @@ class PairsStrategy(Strategy):
         bid, ask = q.bid, q.ask
         if not (bid > 0 and ask > 0):
             return
+        if self._warm_end is None:
+            self._warm_end = q.time + round(self.warmup_s * 1e9)
         self._bid[q.sym] = bid
         self._ask[q.sym] = ask
         lm = math.log((bid + ask) * 0.5)
         entry, exit_ = self.entry_z, self.exit_z
+        warm = q.time < self._warm_end
         for p, isb in legs:
             if isb:
                 p.lb = lm
             else:
                 p.la = lm
             z = (p.lb - p.beta * p.la - p.alpha) / p.sd
-            if z != z:
+            if z != z or warm:
                 continue
             tgt = p.target
             new = -1 if z > entry else 1 if z < -entry else 0 if abs(z) < exit_ else tgt
@@ -198,6 +226,10 @@ class PairsStrategy(Strategy):
             lb = np.concatenate([[p.lb], lm[onb]])[np.cumsum(onb)]
             legs.append((idx, ona, onb, la, lb))
         changes = self._sample_batch(grid, time, legs) if len(grid) else [[] for _ in self._pairs]
+        if self._warm_end is None:
+            first = [int(time[lg[0][0]]) for lg in legs if len(lg[0])]
+            if first:
+                self._warm_end = min(first) + round(self.warmup_s * 1e9)
         decisions = []
         for n, (p, (idx, ona, onb, la, lb)) in enumerate(zip(self._pairs, legs)):
             if not len(idx):
@@ -209,6 +241,8 @@ class PairsStrategy(Strategy):
             else:
                 beta, alpha, sd = p.beta, p.alpha, p.sd
             z = (lb - beta * la - alpha) / sd
+            if self._warm_end is not None and time[idx[0]] < self._warm_end:
+                z = np.where(time[idx] < self._warm_end, np.nan, z)
             with np.errstate(invalid="ignore"):
                 # only rows that can change the target matter; most batches have none
                 if p.target == 0:
@@ -386,6 +420,31 @@ class PairsStrategy(Strategy):
     def on_stop(self) -> None:
         if self.flatten_on_stop and any(self.positions.values()):
             self.flatten()
+
+
+def designed_pairs(syms, seed: int, sample_s: float = 10.0, events: int = 50_000) -> list[PairFit]:
+    """The simulator's designed cointegrated pairs (feedhandlers.sim.MarketSim with these syms
+    and seed) as fits: beta is the designed hedge ratio; alpha and sd are the mean and sd of
+    log b - beta log a over snapshots every `sample_s` of a warm-up run of the same simulator
+    (`events` events at 20/s: about 40 min of simulated time, ~20 spread half-lives). The
+    designed structure (levels, loadings, hedge ratios) depends only on syms and seed, not on
+    the start time or rate, so a live feed started from the same [feed] settings has it."""
+    from feedhandlers.sim import MarketSim
+    sim = MarketSim(syms, seed=seed, event_rate=20.0)
+    q = sim.step(events)["quote"]
+    t, names = q["time"], q["sym"]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mid = (q["bid"] + q["ask"]) * 0.5
+    at = grid(int(t[0]), int(t[-1]), sample_s)
+    out = []
+    for p in sim.pairs:
+        la = _asof_log(t[names == p.a], mid[names == p.a], at)
+        lb = _asof_log(t[names == p.b], mid[names == p.b], at)
+        s = (lb - p.beta * la)[np.isfinite(la) & np.isfinite(lb)]
+        if len(s) < 10:
+            continue
+        out.append(PairFit(p.a, p.b, p.beta, float(s.mean()), float(s.std()), 0.0, p.half_life_s))
+    return out
 
 
 def _mid(bid, ask) -> float:

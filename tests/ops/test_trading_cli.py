@@ -26,9 +26,9 @@ def test_every_trading_command_says_how_to_start_a_gateway_that_is_down(cli):
 
 
 def test_trading_from_the_cli_through_to_history(cli):
-    s = cli()
+    s = cli(strategy={"run": []})                # no strategy trading beside the operator
     r = s.ts("start")
-    assert "started: tp rdb hdb feed venue-A venue-B gateway" in r.stdout, r.stdout
+    assert "started: tp rdb hdb feed venue-A venue-B gateway risk" in r.stdout, r.stdout
     st = s.status()
     assert {n: st[n]["state"] for n in st} == {n: "running" for n in st}
     assert st["gateway"]["trading"] == "ACTIVE" and st["gateway"]["venues"] == {"A": "ready", "B": "ready"}
@@ -84,4 +84,4 @@ def test_trading_from_the_cli_through_to_history(cli):
     assert [(e["order_id"], e["qty"]) for e in hist] == [(f"{filled}.1", 100)]
     statuses = {x["status"] for x in rows(s, f"select status from \"order\" where id = '{resting}'", source="hdb")}
     assert statuses == {"PENDING_NEW", "NEW", "CANCELED"}
-    assert "stopped: gateway venue-B venue-A feed hdb rdb tp" in s.ts("stop").stdout
+    assert "stopped: risk gateway venue-B venue-A feed hdb rdb tp" in s.ts("stop").stdout

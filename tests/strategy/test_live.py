@@ -85,34 +85,3 @@ def test_live_subscription_drives_the_same_callbacks_and_decisions_as_a_backtest
     bt_orders = [(o.tag, o.time, o.sym, o.side, o.qty, o.price, o.status) for o in bt.orders.values()]
     assert live_orders == bt_orders and len(bt_orders) >= 5
     assert res.fills.num_rows >= 5
-
-
-def test_the_gateway_port_adapts_the_order_client():
-    """The live port sends each intent as the strategy API built it and hands back what the
-    client received (a stand-in client: gateway.client.OrderClient is not on main yet)."""
-    class FakeClient:                 # named as a fake: stands in for gateway.client.OrderClient
-        def __init__(self):
-            self.sent, self.pending = [], []
-
-        def send(self, msg):
-            self.sent.append(msg)
-            self.pending.append({"tag": msg["tag"], "ok": False, "code": "halted", "text": "trading is halted"})
-
-        def poll(self, timeout_ms=0):
-            out, self.pending = self.pending, []
-            return out
-
-    client = FakeClient()
-    port = live.GatewayPort(client)
-    st = Trader()
-    events = []
-    st.on_order = events.append
-    rt = live.Runtime(st, port, Universe(), "event")
-    st.bind(port, rt)
-    st.now = T0
-    tag = st.buy("X", 10, 100.0)
-    assert client.sent == [{"op": "new", "sym": "X", "side": "buy", "qty": 10, "type": "limit", "tif": "day",
-                            "strategy": "live", "price": 100.0, "tag": tag}]
-    port.sync(T0)
-    rt.drain()
-    assert [(e.tag, e.status, e.code) for e in events] == [(tag, "REJECTED", "halted")]
