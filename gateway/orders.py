@@ -10,7 +10,8 @@ Contract:
   version: the old one ends REPLACED (its `replaced_by` names the new one) and the new one
   carries cum_qty, avg_px and fees, the parent id, strategy tag and account.
 - Local sends are recorded before they go on the wire: `new`, `deny` (pre-trade risk said no),
-  `cancel_sent`, `replace_sent`, `venue_down`. Venue messages go through `apply`.
+  `cancel_sent`, `replace_sent`, `venue_down`. Venue messages go through `apply`. After a
+  restart, `restore` and `restore_fill` put back published state (no state-machine step).
 - Every call returns one `Change`: what happened (`Outcome`), the order's status before and
   after, the fill it applied, and the change in open quantity and working-order count that a
   risk engine follows (`Risk.on_change`). Nothing here raises on venue input, reads a clock or
@@ -382,6 +383,48 @@ class Orders:
         disconnect); fills it reports after reconnecting are still applied."""
         return [self._step(o, On.VENUE_DOWN, now, text=text) for o in self.working(venue=venue)]
 
+
+    # ---- rebuilding after a restart ------------------------------------------------------
+    def restore(self, order: NewOrder, venue: str, status: OrdStatus, cum_qty: int, avg_px: float,
+                now: int, parent_id: str = "", strategy: str = "", fees: float = 0.0,
+                order_id: str = "", orig_cl_ord_id: str = "", text: str = "") -> Change:
+        """Put back a version from its last published state (e.g. today's `order` rows after a
+        restart), without a state-machine step. A PENDING_CANCEL or PENDING_REPLACE state comes
+        back as the working status its progress implies (the request's answer, if any, arrives
+        as a normal report). The version it replaced (`orig_cl_ord_id`), if known, points to it.
+        Open quantity and the working set are booked; positions are not (they follow fills:
+        `restore_fill`), so the returned Change carries open deltas only."""
+        if (c := self._refuse_id(order.cl_ord_id)) is not None:
+            return c
+        o = self._add(order, venue, now, parent_id, strategy)
+        o.orig_cl_ord_id, o.cum_qty, o.avg_px, o.fees = orig_cl_ord_id, cum_qty, avg_px, fees
+        o.order_id, o.text, o.updated = order_id, text, now
+        o.acked = status is not PENDING_NEW
+        if status in (PENDING_CANCEL, PENDING_REPLACE):
+            status = PARTIAL if cum_qty else NEW
+        o.status = status
+        old = self._versions.get(orig_cl_ord_id) if orig_cl_ord_id else None
+        if old is not None and old is not o:
+            old.replaced_by = o.cl_ord_id
+            if parent_id and o.cl_ord_id in self._children.get(parent_id, ()):
+                self._children[parent_id].remove(o.cl_ord_id)   # children lists name first versions
+        if o.working:
+            self._working[o.cl_ord_id] = o
+            self._open[(o.sym, o.side)] += o.open_qty
+        return Change(Outcome.APPLIED, o, None, o.status, open_qty=o.open_qty,
+                      open_orders=int(o.working))
+
+    def restore_fill(self, venue: str, exec_id: str, account: str, sym: str, side: Side,
+                     qty: int) -> bool:
+        """Put back one execution from its published row: the position moves and the report's
+        exec_id counts as seen (a venue resending it is a duplicate). False if already seen."""
+        key = (venue, exec_id)
+        if exec_id and key in self._seen:
+            return False
+        if exec_id:
+            self._seen.add(key)
+        self._positions[(account, sym)] += side.sign * qty
+        return True
 
     # ---- venue messages ------------------------------------------------------------------
     def apply(self, msg: ExecReport | CancelReject, now: int = 0) -> Change:

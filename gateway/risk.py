@@ -191,7 +191,7 @@ class Risk:
         self._order_times: deque[int] | None = deque() if cfg.max_orders else None
         self._msg_times: deque[int] | None = deque() if cfg.max_messages else None
         self._dup_ns = int(cfg.duplicate_window_ms * 1e6) if cfg.duplicate_window_ms else 0
-        self._recent: dict[tuple, int] = {}
+        self._recent: dict[tuple, tuple[int, str | None]] = {}
         self._recent_cap = 10_000
         self._gross = self._nl = self._ns = self._unrealized = self._realized = 0.0
         self._open_orders = 0
@@ -212,8 +212,14 @@ class Risk:
         self._state, self._reason = TradingState(state), reason
 
     # ---- checks --------------------------------------------------------------------------
-    def check(self, order: NewOrder, now: int) -> Decision:
-        """Admit or deny a new order; an admitted one counts in the rate windows at once."""
+    def check(self, order: NewOrder, now: int, parent: NewOrder | None = None) -> Decision:
+        """Admit or deny a new order; an admitted one counts in the rate windows at once.
+
+        `parent`: the order is one child of a routed parent (gateway.sor). The per-order limits
+        (size, notional) then apply to the parent's quantity, so a parent over a limit is
+        denied however it is split, and the duplicate check compares parents: children of one
+        parent never count as duplicates of each other. Everything about the book (position,
+        exposure, open orders, rates) is checked per child, as each goes on the wire."""
         state = self._state
         if state is TradingState.HALTED:
             return self._deny(Deny.HALTED, f"trading is halted ({self._reason or 'no reason given'}): "
@@ -221,17 +227,23 @@ class Risk:
         sym, side, qty, px = order.sym, order.side, order.qty, order.price
         s = self._syms.get(sym) or self._add(sym)
         market = order.ord_type is MARKET
-        if (d := self._order_checks(s, side, qty, px, market, now)) is not None:
+        whole = qty
+        if parent is not None:
+            if not ((type(qty) is int or isinstance(qty, np.integer)) and qty > 0):
+                return self._deny(Deny.BAD_ORDER, f"qty must be a whole number > 0 (qty {qty!r})")
+            whole = parent.qty
+        if (d := self._order_checks(s, side, whole, px, market, now)) is not None:
             return d
         if market:
             px = s.ask if side is BUY else s.bid
         dup_key = None
+        pid = parent.cl_ord_id if parent is not None else None
         if self._dup_ns:
-            dup_key = (sym, side, qty, order.price)
-            t = self._recent.get(dup_key)
-            if t is not None and now - t < self._dup_ns:
-                return self._deny(Deny.DUPLICATE_ORDER, f"the same order ({side.name} {qty} {sym} @ "
-                                  f"{order.price}) was sent {(now - t) / 1e6:.0f} ms ago; duplicate "
+            dup_key = (sym, side, whole, order.price)
+            seen = self._recent.get(dup_key)
+            if seen is not None and now - seen[0] < self._dup_ns and (pid is None or seen[1] != pid):
+                return self._deny(Deny.DUPLICATE_ORDER, f"the same order ({side.name} {whole} {sym} @ "
+                                  f"{order.price}) was sent {(now - seen[0]) / 1e6:.0f} ms ago; duplicate "
                                   f"window {self._dup_ns / 1e6:.0f} ms")
         if (d := self._book_checks(s, side, qty, px, state)) is not None:
             return d
@@ -261,7 +273,7 @@ class Risk:
             w.append(now)
         self._orders_sent = n
         if dup_key is not None:
-            self._remember(dup_key, now)
+            self._remember(dup_key, now, pid)
         return ACCEPT
 
     def check_replace(self, rep: ReplaceOrder, order: Order, now: int) -> Decision:
@@ -540,10 +552,10 @@ class Risk:
         self._unrealized += u - s.u
         s.g, s.nl, s.ns, s.u = g, nl, ns, u
 
-    def _remember(self, key: tuple, now: int) -> None:
-        self._recent[key] = now
+    def _remember(self, key: tuple, now: int, parent_id: str | None) -> None:
+        self._recent[key] = (now, parent_id)
         if len(self._recent) > self._recent_cap:    # prune, amortized: keep only the window
-            self._recent = {k: t for k, t in self._recent.items() if now - t < self._dup_ns}
+            self._recent = {k: v for k, v in self._recent.items() if now - v[0] < self._dup_ns}
             self._recent_cap = max(10_000, 2 * len(self._recent))
 
 

@@ -2,12 +2,22 @@
 
 Layout: `<hdb>/<table>/date=YYYY-MM-DD/part-0.parquet` (hive partitioning; any Parquet reader
 can read it). A big day (>= 2M rows per core) is split into part-0..part-3, each a contiguous
-range of syms written by its own thread, so the files in name order are still one sorted
-sequence and every sym lives in exactly one file. Each file is sorted by sym then time,
-zstd-compressed, with the sym column dictionary-encoded (prices too: they repeat), `time` as
-timestamp[ns] with delta encoding, statistics on every column and row groups of about
-rows/(2*nsyms) rows (bounded to 128k..1M), so a filter on one sym reads only the few row groups
-that hold it; the sort order is recorded in the file's `sorting_columns`.
+range of syms, so the files in name order are still one sorted sequence and every sym lives in
+exactly one file. Each file is sorted by sym then time, with statistics on every column and row
+groups of about rows/(2*nsyms) rows (bounded to 128k..1M), so a filter on one sym reads only the
+few row groups that hold it; the sort order is recorded in the file's `sorting_columns`.
+Encodings (see writer_options): `time` as timestamp[ns], delta encoded and not compressed (zstd
+gains nothing on it); every other column dictionary encoded (the sym column always) and zstd
+compressed.
+
+Speed (what the RDB's end of day costs, `tickstack bench eod`): the day is never combined or
+copied whole. The RDB hands over `Store.snapshot()` - 262,144-row chunks sharing one sym
+dictionary - and the sort is planned on it in place: the dictionary is ranked once, each row's
+rank looked up chunk by chunk, one counting sort on the ranks (time is already in order). Each
+row group is then gathered straight from the chunks into buffers that every row group of a file
+reuses (`SortedRows`), because touching fresh memory is what a first end of day in a process
+pays most for. The files of all tables are written side by side on a thread pool (Arrow's take,
+encoders and file writes release the GIL).
 
 Atomicity: the partition is written into `<hdb>/<table>/.tmp-date=...-<id>/` (invisible to the
 `date=*` glob readers use), fsynced, then renamed into place. An existing partition is swapped
@@ -44,7 +54,11 @@ WRITERS = 4                  # at most this many files (and threads) per partiti
 PARALLEL_MIN_ROWS = 2_000_000  # a file per this many rows, up to WRITERS and the core count
 MIN_ROW_GROUP = 131_072      # below this, per-group write and scan overhead outweighs pruning
 MAX_ROW_GROUP = 1 << 20
+RUN_ROWS = 256               # shorter runs on average: gather by chunk, then scatter
+MIN_CHUNK_ROWS = 65_536       # fewer rows a chunk on average: combine first (per-chunk calls)
 COMPRESSION = "zstd"
+COMPRESSION_LEVEL = 1          # Arrow's default for zstd; see writer_options
+WRITE_BATCH_ROWS = 65_536
 
 
 class EodError(ValueError):
@@ -61,7 +75,10 @@ class Partition(NamedTuple):
 # -- shaping -------------------------------------------------------------------------------------
 def conform(table: pa.Table, schema) -> pa.Table:
     """`table` with exactly `schema`'s columns, in order, with its types: symbols dictionary
-    encoded with one dictionary per column, time as timestamp[ns]."""
+    encoded with one dictionary per column, time as timestamp[ns]. Chunks are kept as they are
+    (the RDB's snapshot is 262,144-row chunks that all share one sym dictionary, so this is
+    zero-copy for it): rows are gathered from the chunks when the file is written. Many small
+    chunks are combined."""
     names = set(table.column_names)
     missing = [n for n in schema.names if n not in names]
     if missing:
@@ -92,34 +109,62 @@ def conform(table: pa.Table, schema) -> pa.Table:
         cols.append(col)
     out = pa.Table.from_arrays(cols, schema=schema.arrow)
     if any(c.type == "symbol" for c in schema.columns):
-        out = out.unify_dictionaries()
-    return out.combine_chunks()
+        out = out.unify_dictionaries()   # zero-copy when the chunks share one dictionary
+    if max((c.num_chunks for c in out.columns), default=0) > 1 + out.num_rows // MIN_CHUNK_ROWS:
+        # many small chunks (a log's messages, one row each at worst): per-chunk steps would
+        # cost more than one copy
+        out = out.combine_chunks()
+    return out
 
 
-def _sym_rank(col: pa.ChunkedArray | pa.DictionaryArray) -> np.ndarray:
-    """Per row, the rank of its sym in sorted order (so sorting by rank sorts by sym)."""
-    if isinstance(col, pa.ChunkedArray):
-        col = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
-    if len(col) == 0:
-        return np.zeros(0, np.uint16)
-    d = col.dictionary
-    order = np.asarray(pc.array_sort_indices(d))
-    rank = np.empty(len(d), np.int32)
-    rank[order] = np.arange(len(d), dtype=np.int32)
-    r = rank[np.asarray(col.indices.cast(pa.int32()))]
+def _codes(arr: pa.DictionaryArray) -> np.ndarray:
+    """A dictionary array's indices as numpy (zero-copy: conform leaves no nulls in symbols)."""
+    return arr.indices.to_numpy(zero_copy_only=False)
+
+
+def _sym_rank(col: pa.ChunkedArray | pa.DictionaryArray) -> tuple[np.ndarray, np.ndarray]:
+    """(per row, the rank of its sym in sorted order, so sorting by rank sorts by sym; per
+    rank, its index in the column's dictionary). The dictionary is ranked once (conform gives
+    every chunk the same one) and ranks are looked up chunk by chunk: the day's sym column is
+    never combined."""
+    chunks = col.chunks if isinstance(col, pa.ChunkedArray) else [col]
+    n = sum(len(c) for c in chunks)
+    if n == 0:
+        return np.zeros(0, np.uint16), np.zeros(0, np.int32)
+    d = chunks[0].dictionary
+    if any(not (c.dictionary is d or c.dictionary.equals(d)) for c in chunks[1:]):
+        return _sym_rank(pa.table({"sym": chunks}).unify_dictionaries().column(0))
+    code = np.asarray(pc.array_sort_indices(d)).astype(np.int32)
     # 16-bit keys get a counting sort (see _stable_argsort): up to 65536 syms
-    return r.astype(np.uint16) if len(d) <= 1 << 16 else r
+    rank = np.empty(len(d), np.uint16 if len(d) <= 1 << 16 else np.int32)
+    rank[code] = np.arange(len(d), dtype=rank.dtype)
+    out = np.empty(n, rank.dtype)
+    at = 0
+    for c in chunks:
+        np.take(rank, _codes(c), out=out[at: at + len(c)])
+        at += len(c)
+    return out, code
 
 
-def _int64_view(col: pa.ChunkedArray) -> np.ndarray:
-    """A timestamp column as int64 numpy, zero-copy when it is one chunk without nulls."""
-    arr = col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()
-    return arr.cast(pa.int64()).to_numpy(zero_copy_only=arr.null_count == 0)
+def _time_chunks(col: pa.ChunkedArray) -> list[np.ndarray]:
+    """A timestamp column's chunks as int64 numpy views (no copy: conform leaves no nulls)."""
+    return [c.cast(pa.int64()).to_numpy(zero_copy_only=False) for c in col.chunks if len(c)]
+
+
+def _ascending(chunks: list[np.ndarray]) -> bool:
+    """Whether the chunks, one after another, never go down."""
+    prev = None
+    for t in chunks:
+        if not (t[1:] >= t[:-1]).all() or (prev is not None and t[0] < prev):
+            return False
+        prev = t[-1]
+    return True
 
 
 class SortPlan(NamedTuple):
     order: np.ndarray | None    # rows in (sym, time) order, stable; None: already in order
     counts: np.ndarray          # rows per sym rank (rank = position in sorted sym order)
+    codes: np.ndarray | None = None   # per rank, its index in the sym column's dictionary
 
 
 def _stable_argsort(keys: np.ndarray) -> np.ndarray:
@@ -130,21 +175,25 @@ def _stable_argsort(keys: np.ndarray) -> np.ndarray:
 def plan_sort(table: pa.Table) -> SortPlan:
     """How to put `table` in (sym, time) order: one O(rows) counting sort on the sym rank when
     time is already in order (the usual case: ticks arrive in time order), a stable time sort
-    first otherwise; nothing when the table is already sorted (e.g. re-saving history)."""
-    rank = _sym_rank(table.column("sym"))
-    t = _int64_view(table.column("time"))
+    first otherwise; nothing when the table is already sorted (e.g. re-saving history).
+    Works on the chunks as they are: only the sym ranks (2 bytes a row) are made whole."""
+    rank, codes = _sym_rank(table.column("sym"))
     counts = np.bincount(rank) if len(rank) else np.zeros(0, np.int64)
-    if len(t) < 2:
-        return SortPlan(None, counts)
-    time_sorted = bool((t[1:] >= t[:-1]).all())
+    if len(rank) < 2:
+        return SortPlan(None, counts, codes)
+    tchunks = _time_chunks(table.column("time"))
+    time_sorted = _ascending(tchunks)
     if (rank[1:] >= rank[:-1]).all():
+        if time_sorted:
+            return SortPlan(None, counts, codes)
+        t = np.concatenate(tchunks)
         same = rank[1:] == rank[:-1]
-        if time_sorted or (t[1:][same] >= t[:-1][same]).all():
-            return SortPlan(None, counts)
+        if (t[1:][same] >= t[:-1][same]).all():
+            return SortPlan(None, counts, codes)
     if time_sorted:
-        return SortPlan(_stable_argsort(rank), counts)
-    by_time = _stable_argsort(t)
-    return SortPlan(by_time[_stable_argsort(rank[by_time])], counts)
+        return SortPlan(_stable_argsort(rank), counts, codes)
+    by_time = _stable_argsort(np.concatenate(tchunks))
+    return SortPlan(by_time[_stable_argsort(rank[by_time])], counts, codes)
 
 
 def sort_order(table: pa.Table) -> tuple[np.ndarray | None, np.ndarray]:
@@ -209,7 +258,8 @@ def _exchange(a: Path, b: Path) -> bool:
     raise OSError(e, os.strerror(e), str(b))
 
 
-def _fsync_dir(path: Path) -> None:
+def _fsync(path: Path) -> None:
+    """Flush a file (or a directory's entries) to disk."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -246,97 +296,289 @@ def place(tmp: Path, final: Path) -> None:
             os.rename(final, old)
             os.rename(tmp, final)
             shutil.rmtree(old)
-    _fsync_dir(final.parent)
+    _fsync(final.parent)
 
 
 # -- writing -------------------------------------------------------------------------------------
 def writer_options(schema) -> dict:
-    """Parquet options: dictionaries for symbols (and prices, which repeat), delta encoding for
-    timestamps (sorted within each sym, so deltas are small), zstd, statistics, sort order."""
+    """Parquet options. Timestamps: delta encoding (sorted within each sym, so deltas are
+    small), not compressed (zstd shrinks delta-packed times by ~0.01% and would be a third of
+    their write time). Every other column: dictionary encoded (symbols; prices and sizes
+    repeat, and a dictionary's small indices compress far better and faster than raw values;
+    Arrow falls back to plain by itself when a dictionary outgrows its page limit), then zstd
+    (level COMPRESSION_LEVEL). Statistics on every column, the sort order in the footer, and
+    values handed to the encoders WRITE_BATCH_ROWS at a time (Arrow's default of 1024 spends
+    more on per-batch dictionary statistics than on encoding the sym column)."""
     idx = {n: i for i, n in enumerate(schema.names)}
-    dict_cols = [c.name for c in schema.columns if c.type in ("symbol", "float64", "float32")]
-    delta = {c.name: "DELTA_BINARY_PACKED" for c in schema.columns if c.type == "timestamp"}
-    return dict(compression=COMPRESSION, use_dictionary=dict_cols, column_encoding=delta or None,
-                write_statistics=True,
+    times = {c.name for c in schema.columns if c.type == "timestamp"}
+    dict_cols = [c.name for c in schema.columns if c.type not in ("timestamp", "bool")]
+    return dict(compression={n: "none" if n in times else COMPRESSION for n in schema.names},
+                compression_level={n: COMPRESSION_LEVEL for n in schema.names if n not in times},
+                use_dictionary=dict_cols,
+                column_encoding={n: "DELTA_BINARY_PACKED" for n in times} or None,
+                write_statistics=True, write_batch_size=WRITE_BATCH_ROWS,
                 sorting_columns=[pq.SortingColumn(idx["sym"]), pq.SortingColumn(idx["time"])])
 
 
-def write_file(path: Path, table: pa.Table, order: np.ndarray | None, a: int, b: int,
-               opts: dict, rg: int, bar=None) -> None:
-    """Sorted rows a..b (positions in `order`; None = the table's own order) as one Parquet
-    file, fsynced. Rows are gathered one row group at a time, so the sorted copy never exists
-    whole. (The table itself is one chunk per column by then: Arrow's take over many chunks is
-    ~25x slower, so `conform` combines a chunked day once, which is EOD's one extra copy.)"""
-    with open(path, "wb") as f:
-        with pq.ParquetWriter(f, table.schema, **opts) as w:
-            for start in range(a, b, rg):
-                stop = min(start + rg, b)
-                rows = (table.slice(start, stop - start) if order is None
-                        else table.take(pa.array(order[start:stop])))
-                w.write_table(rows, row_group_size=rg)
-                if bar is not None:
-                    bar.update(rows.num_rows)
-        f.flush()
-        os.fsync(f.fileno())
+class SortedRows:
+    """A conformed table's rows in plan order, a row group at a time, gathered straight from its
+    chunks with numpy takes (see _runs) into buffers the caller reuses for every row group: so
+    neither the day combined nor its sorted copy ever exists, and no fresh memory is touched
+    after the first row group. (Arrow's take over a chunked column combines the chunks on every
+    call, ~5x slower per row group.) The sym column needs no gather at all: sorted by sym, it is
+    each sym's dictionary index repeated by its count. Columns numpy cannot view (strings,
+    bools, nulls) are combined once and gathered by Arrow."""
+
+    def __init__(self, table: pa.Table, plan: SortPlan):
+        self.plan = plan
+        n = table.num_rows
+        if table.column(0).num_chunks > 1 + n // MIN_CHUNK_ROWS:
+            table = table.combine_chunks()   # many small chunks (e.g. a log's messages)
+        else:
+            table = pa.Table.from_batches(table.to_batches(), table.schema)  # one chunking
+        self.table = table
+        self.schema = table.schema
+        self.lengths = np.array([len(c) for c in table.column(0).chunks] or [0], np.int64)
+        self.starts = np.concatenate([[0], np.cumsum(self.lengths)])
+        # equal chunks (the RDB's): chunk = row // size, no search
+        self.size = int(self.lengths[0]) if len(set(self.lengths[:-1].tolist())) <= 1 else 0
+        self.cum = np.concatenate([[0], np.cumsum(plan.counts)])
+        self.views: list[list[np.ndarray] | None] = []   # per column: numpy view per chunk
+        self.whole: list[pa.Array | None] = []           # per column: combined, for Arrow take
+        sym = self.schema.get_field_index("sym")
+        for i, f in enumerate(self.schema):
+            col = table.column(i)
+            views = None
+            if i == sym and plan.codes is not None:
+                views = []                      # made from the plan, not gathered
+            elif not col.null_count and (pa.types.is_dictionary(f.type) or (
+                    pa.types.is_primitive(f.type) and not pa.types.is_boolean(f.type))):
+                views = [(_codes(c) if pa.types.is_dictionary(f.type) else
+                          c.view(_UINT[c.type.bit_width]).to_numpy(zero_copy_only=False))
+                         for c in col.chunks]
+            self.views.append(views)
+            self.whole.append(None if views is not None or plan.order is None else
+                              (col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)))
+        self.sym = sym if plan.codes is not None else -1
+
+    def buffers(self, rows: int) -> list[tuple[np.ndarray, np.ndarray] | None]:
+        """Per column, (gather, output) buffers of `rows` rows for one writer to reuse."""
+        out = []
+        for i, views in enumerate(self.views):
+            if views is None:
+                out.append(None)
+            else:
+                dt_ = np.dtype(np.int32) if i == self.sym else (views[0].dtype if views else np.int64)
+                out.append((np.empty(rows, dt_), np.empty(rows, dt_)))
+        return out
+
+    def _sym_codes(self, a: int, b: int, out: np.ndarray) -> None:
+        """The sym column's sorted rows a..b into `out`: each rank's code repeated by its count."""
+        r0 = int(np.searchsorted(self.cum, a, "right")) - 1
+        r1 = int(np.searchsorted(self.cum, b, "left"))
+        lens = np.minimum(self.cum[r0 + 1: r1 + 1], b) - np.maximum(self.cum[r0: r1], a)
+        out[:] = np.repeat(self.plan.codes[r0: r1], lens)
+
+    def _runs(self, src: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """How to gather source rows `src` chunk by chunk: (bounds of runs, chunk of each run,
+        grouping). Sorted by sym then time, a row group is a few syms, each a time-ordered
+        stretch of rows that crosses the chunks in order: so the rows fall into runs that read
+        one chunk each, and each run is one numpy take into the output (grouping None). When
+        runs are short (many syms of few rows each) the per-call cost would dominate: the rows
+        are then grouped by chunk with one counting sort (`grouping`: the output position of
+        each grouped row), gathered chunk by chunk and put in place with one scatter."""
+        k = len(src)
+        if len(self.lengths) == 1:
+            return np.array([0, k]), np.zeros(1, np.int64), None
+        cid = (src // self.size) if self.size else (np.searchsorted(self.starts, src, "right") - 1)
+        cuts = np.flatnonzero(cid[1:] != cid[:-1]) + 1
+        if len(cuts) < k // RUN_ROWS:
+            bounds = np.concatenate([[0], cuts, [k]])
+            return bounds, cid[bounds[:-1]], None
+        order = _stable_argsort(cid.astype(np.uint16 if len(self.lengths) <= 1 << 16 else np.int64))
+        per = np.bincount(cid, minlength=len(self.lengths))
+        bounds = np.concatenate([[0], np.cumsum(per)])
+        keep = np.flatnonzero(per)
+        return np.concatenate([bounds[keep], [k]]), keep, order
+
+    def rows(self, a: int, b: int, bufs) -> pa.Table:
+        """Sorted rows a..b as a table of single-chunk columns (in `bufs`: valid until the next
+        call with the same buffers)."""
+        k = b - a
+        order = self.plan.order
+        src = np.arange(a, b, dtype=np.int64) if order is None else order[a:b].astype(np.int64)
+        bounds, chunk, perm = self._runs(src)
+        offs = src if perm is None else src[perm]     # rows, run after run
+        offs = offs - self.starts[:-1][chunk].repeat(np.diff(bounds))   # ... within their chunk
+        spans = [(offs[lo:hi], lo, hi, j) for lo, hi, j in
+                 zip(bounds[:-1].tolist(), bounds[1:].tolist(), chunk.tolist())]
+        idx = None
+        cols = []
+        for i, f in enumerate(self.schema):
+            views = self.views[i]
+            if views is None:
+                if self.whole[i] is None:
+                    cols.append(self.table.column(i).slice(a, k).combine_chunks())
+                else:
+                    idx = pa.array(src) if idx is None else idx
+                    cols.append(self.whole[i].take(idx))
+                continue
+            tmp, out = bufs[i]
+            out = out[:k]
+            if i == self.sym:
+                self._sym_codes(a, b, out)
+            else:
+                into = out if perm is None else tmp
+                for o, lo, hi, j in spans:
+                    views[j].take(o, None, into[lo:hi], "clip")
+                if perm is not None:
+                    out[perm] = tmp[:k]
+            cols.append(_wrap(f.type, out, self.table.column(i)))
+        return pa.Table.from_arrays(cols, schema=self.schema)
 
 
-def write_partition(directory: Path, table: pa.Table, plan: SortPlan, schema,
-                    progress: bool = True, desc: str = "") -> list[Path]:
-    """The table in (sym, time) order as part-0.parquet and, for big tables, part-1...
-    cut at sym boundaries. Each part is gathered (take) and encoded by its own thread: both
-    are single-threaded per call in Arrow and release the GIL, so parts use every core."""
+_UINT = {8: pa.uint8(), 16: pa.uint16(), 32: pa.uint32(), 64: pa.uint64()}
+
+
+def _wrap(typ: pa.DataType, vals: np.ndarray, col: pa.ChunkedArray) -> pa.Array:
+    """numpy values (or dictionary indices) as an Arrow array of `typ`, zero-copy."""
+    if pa.types.is_dictionary(typ):
+        d = col.chunk(0).dictionary if col.num_chunks else pa.array([], typ.value_type)
+        idx = pa.Array.from_buffers(typ.index_type, len(vals), [None, pa.py_buffer(vals)])
+        return pa.DictionaryArray.from_arrays(idx, d, safe=False)
+    return pa.Array.from_buffers(typ, len(vals), [None, pa.py_buffer(vals)])
+
+
+def write_file(path: Path, rows: SortedRows, a: int, b: int, opts: dict, rg: int,
+               bar=None) -> None:
+    """Sorted rows a..b as one Parquet file, fsynced, gathered one row group at a time into
+    buffers reused for every row group (see SortedRows)."""
+    bufs = rows.buffers(min(rg, b - a))
+    # a path, not a Python file: Arrow's own file writes without taking the GIL
+    with pq.ParquetWriter(str(path), rows.schema, **opts) as w:
+        for start in range(a, b, rg):
+            stop = min(start + rg, b)
+            w.write_table(rows.rows(start, stop, bufs), row_group_size=rg)
+            if bar is not None:
+                bar.update(stop - start)
+    _fsync(path)
+
+
+class _Day(NamedTuple):
+    """One table's day, conformed and planned, and where its files go."""
+    name: str
+    rows: SortedRows
+    nrows: int
+    schema: object
+    final: Path
+    tmp: Path
+    files: list[tuple[Path, int, int]]    # (file, first sorted row, end sorted row)
+    rg: int
+
+
+def _prepare(hdb_dir: Path, day: dt.date, name: str, table: pa.Table, schema) -> _Day | None:
+    """Conform and plan one table (None when it has no rows): parts cut at sym boundaries,
+    about PARALLEL_MIN_ROWS rows each, at most WRITERS and the core count."""
+    table = conform(table, schema)
+    n = table.num_rows
+    if n == 0:
+        return None
+    plan = plan_sort(table)
+    nsyms = int(np.count_nonzero(plan.counts))
+    parts = max(1, min(WRITERS, os.cpu_count() or 1, n // PARALLEL_MIN_ROWS))
+    table_dir = Path(hdb_dir) / name
+    final = table_dir / f"date={day}"
+    tmp = table_dir / f".tmp-date={day}-{uuid.uuid4().hex[:8]}"
+    files = [(tmp / f"part-{i}.parquet", a, b)
+             for i, (_, _, a, b) in enumerate(split_ranks(plan.counts, parts))]
+    return _Day(name, SortedRows(table, plan), n, schema, final, tmp, files,
+                row_group_rows(n, nsyms))
+
+
+def _write_days(days: list[_Day], progress: bool, desc: str) -> list[BaseException | None]:
+    """Write every file of every day, the biggest first, on the pool (each file is gathered and
+    encoded by one thread; Arrow releases the GIL for both, so files use every core and the
+    tables of a day are written side by side). Per day: None, or the first error its files hit."""
     from tqdm import tqdm
 
-    n = table.num_rows
-    nsyms = int(np.count_nonzero(plan.counts))
-    rg = row_group_rows(n, nsyms)
-    parts = max(1, min(WRITERS, os.cpu_count() or 1, n // PARALLEL_MIN_ROWS))
-    jobs = [(directory / f"part-{i}.parquet", a, b)
-            for i, (_, _, a, b) in enumerate(split_ranks(plan.counts, parts))]
-    opts = writer_options(schema)
-    with tqdm(total=n, unit="rows", unit_scale=True, desc=desc, leave=False,
-              disable=None if progress else True) as bar:
+    jobs = sorted(((i, f, a, b) for i, d in enumerate(days) for f, a, b in d.files),
+                  key=lambda j: j[2] - j[3])
+    errors: list[BaseException | None] = [None] * len(days)
+    with tqdm(total=sum(d.nrows for d in days), unit="rows", unit_scale=True, desc=desc,
+              leave=False, disable=None if progress else True) as bar:
         def write(job):
-            write_file(job[0], table, plan.order, job[1], job[2], opts, rg, bar)
+            i, path, a, b = job
+            d = days[i]
+            write_file(path, d.rows, a, b, writer_options(d.schema), d.rg, bar)
+
         if len(jobs) == 1:
-            write(jobs[0])
+            futures = []
+            try:
+                write(jobs[0])
+            except Exception as e:  # noqa: BLE001 - reported per day by the caller
+                errors[jobs[0][0]] = e
         else:
-            list(_pool().map(write, jobs))
-    return [j[0] for j in jobs]
+            futures = [(j[0], _pool().submit(write, j)) for j in jobs]
+        try:
+            for i, fut in futures:
+                e = fut.exception()
+                if e is not None and errors[i] is None:
+                    errors[i] = e
+        except BaseException:
+            for _, fut in futures:   # interrupted: stop what has not started, wait for the rest
+                fut.cancel()
+            for _, fut in futures:
+                if not fut.cancelled():
+                    fut.exception()
+            raise
+    return errors
+
+
+def save_day(hdb_dir: Path, day: dt.date, tables: dict[str, pa.Table], registry,
+             progress: bool = True) -> dict[str, int]:
+    """Write each non-empty table as `<hdb_dir>/<table>/date=<day>/part-0.parquet` (part-1...
+    for big days), replacing that day's partition of each table atomically. The tables are
+    written side by side; each table's partition is placed once all of its files are written
+    and synced. Returns rows written per table (empty tables: 0, and nothing on disk changes
+    for them). If a table fails, the others are still saved, then its error is raised."""
+    for name in tables:
+        if name not in registry:
+            raise EodError(f"unknown table {name!r}; known tables: {registry.tables}")
+    return _save(Path(hdb_dir), day, [(name, t, registry[name]) for name, t in tables.items()],
+                 progress)
 
 
 def save_table(hdb_dir: Path, day: dt.date, name: str, table: pa.Table, schema,
                progress: bool = True) -> int:
     """Conform, sort and write one table's day; returns the rows written (0: nothing written)."""
-    table = conform(table, schema)
-    if table.num_rows == 0:
-        return 0
-    plan = plan_sort(table)
-    table_dir = Path(hdb_dir) / name
-    table_dir.mkdir(parents=True, exist_ok=True)
-    _recover(table_dir, day)
-    tmp = table_dir / f".tmp-date={day}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
+    return _save(Path(hdb_dir), day, [(name, table, schema)], progress)[name]
+
+
+def _save(hdb_dir: Path, day: dt.date, tables: list[tuple[str, pa.Table, object]],
+          progress: bool) -> dict[str, int]:
+    out = {name: 0 for name, _, _ in tables}
+    # conform and sort-plan the tables side by side too (numpy and Arrow release the GIL)
+    prepared = (_pool().map(lambda x: _prepare(hdb_dir, day, *x), tables) if len(tables) > 1
+                else [_prepare(hdb_dir, day, *x) for x in tables])
+    days = [d for d in prepared if d is not None]
     try:
-        write_partition(tmp, table, plan, schema, progress, desc=f"{name} {day}")
-        _fsync_dir(tmp)
-        place(tmp, table_dir / f"date={day}")
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return table.num_rows
-
-
-def save_day(hdb_dir: Path, day: dt.date, tables: dict[str, pa.Table], registry,
-             progress: bool = True) -> dict[str, int]:
-    """Write each non-empty table as `<hdb_dir>/<table>/date=<day>/part-0.parquet`, replacing
-    that day's partition atomically. Returns rows written per table (empty tables: 0, and
-    nothing on disk changes for them)."""
-    for name in tables:
-        if name not in registry:
-            raise EodError(f"unknown table {name!r}; known tables: {registry.tables}")
-    return {name: save_table(Path(hdb_dir), day, name, t, registry[name], progress)
-            for name, t in tables.items()}
+        for d in days:
+            d.tmp.parent.mkdir(parents=True, exist_ok=True)
+            _recover(d.tmp.parent, day)
+            d.tmp.mkdir()
+        errors = _write_days(days, progress, f"end of day {day}")
+        for d, e in zip(days, errors):
+            if e is None:
+                _fsync(d.tmp)
+                place(d.tmp, d.final)
+                out[d.name] = d.nrows
+        first = next((e for e in errors if e is not None), None)
+        if first is not None:
+            raise first
+    finally:
+        for d in days:   # whatever was not placed (failed, or interrupted) goes
+            shutil.rmtree(d.tmp, ignore_errors=True)
+    return out
 
 
 def rebuild_from_log(hdb_dir: Path, log_file: Path, registry, day: dt.date | None = None,

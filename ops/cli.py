@@ -1,8 +1,11 @@
 """tickstack: run the stack, push and query data, inspect and fix logs, benchmark.
 
     tickstack run                         # the whole stack with the simulated feed, until Ctrl-C
-    tickstack start|stop|status [PROC]    # tp rdb hdb feed, detached under --home
+    tickstack start|stop|status [PROC]    # tp rdb hdb feed venue-A venue-B gateway risk strategy-pairs
     tickstack query "select ..."          # SQL over today (rdb), history (hdb) or both (all)
+    tickstack order buy|sell SYM QTY [--limit PX]; orders; cancel ID; halt; resume
+    tickstack positions | pnl | risk      # from the risk process
+    tickstack strategy start|stop NAME    # a strategy running live in the stack
 """
 from __future__ import annotations
 
@@ -30,24 +33,38 @@ def _fail(msg: str) -> None:
 @click.pass_context
 def cli(ctx, config_path, home):
     """kdb+-style tick infrastructure: tickerplant, RDB, HDB on Parquet + DuckDB."""
+    ctx.meta["config_path"] = config_path
+    ctx.meta["home"] = home
+    if ctx.invoked_subcommand == "config":   # the config tools read (and judge) the file themselves
+        return
     try:
         ctx.obj = load(config_path, home)
     except ConfigError as e:
-        _fail(str(e))
-    ctx.meta["config_path"] = config_path
+        _fail(f"{e}\n(`tickstack config check FILE` lists every problem)")
 
 
-# the folder names (tickerplant, feedhandlers) are accepted as the processes' names
-PROC = click.Choice(processes.ORDER + list(processes.ALIASES))
+def _proc_names(cfg, names) -> list[str] | None:
+    """The named processes (folder names such as tickerplant work too); an unknown name is an
+    error listing the known ones."""
+    known = processes.process_names(cfg)
+    bad = [n for n in names if processes.canonical(n) not in known]
+    if bad:
+        _fail(f"no process {', '.join(bad)}; the processes are: {' '.join(known)} "
+              f"(or the folder names {' '.join(processes.ALIASES)})")
+    return list(names) or None
+
+
+PROC = click.STRING
 
 
 @cli.command()
 @click.argument("names", nargs=-1, type=PROC)
 @click.pass_context
 def start(ctx, names):
-    """Start processes (default: tp rdb hdb feed)."""
+    """Start processes (default: all: tp rdb hdb feed, the venues, the gateway, risk, the
+    strategies of [strategy] run)."""
     try:
-        done = processes.start(ctx.obj, list(names) or None, ctx.meta["config_path"])
+        done = processes.start(ctx.obj, _proc_names(ctx.obj, names), ctx.meta["config_path"])
     except processes.ProcError as e:
         _fail(str(e))
     click.echo(f"started: {' '.join(done) or 'nothing (already running)'}  home: {ctx.obj.root}")
@@ -58,7 +75,7 @@ def start(ctx, names):
 @click.pass_obj
 def stop(cfg, names):
     """Stop processes (default: all), cleanly, in reverse order."""
-    done = processes.stop(cfg, list(names) or None)
+    done = processes.stop(cfg, _proc_names(cfg, names))
     click.echo(f"stopped: {' '.join(done) or 'nothing was running'}")
 
 
@@ -68,13 +85,19 @@ def stop(cfg, names):
 @click.pass_obj
 def status(cfg, names, as_json):
     """Which processes run (default: all), with their pids and the TP's current log."""
-    rows = processes.status(cfg, list(names) or None)
+    rows = processes.status(cfg, _proc_names(cfg, names))
     if as_json:
         click.echo(processes.to_json(rows))
         return
     for r in rows:
         extra = f"  log={r['log']} seq={r['seq']}" if "log" in r else ""
-        click.echo(f"{r['name']:5} {r['state']:12} {r['pid'] or '-':>8}{extra}")
+        if "trading" in r and "venues" in r:
+            extra = (f"  trading={r['trading']} orders={r['orders']} working={r['working']} venues="
+                     + ",".join(f"{v}:{x}" for v, x in r["venues"].items()))
+        elif "trading" in r:
+            extra = (f"  trading={r['trading']} books={r['books']}"
+                     + (f" breached={','.join(r['breached'])}" if r["breached"] else ""))
+        click.echo(f"{r['name']:14} {r['state']:12} {r['pid'] or '-':>8}{extra}")
 
 
 @cli.command()
@@ -207,7 +230,8 @@ def eod(cfg, day, from_log):
     """End the day now; or rebuild a day's history from a TP log."""
     if from_log:
         from hdb.eod import rebuild_from_log
-        rows = rebuild_from_log(cfg.hdb_dir, Path(from_log), cfg.registry(), day.date() if day else None)
+        rows = rebuild_from_log(cfg.hdb_dir, Path(_plain_log(from_log)), cfg.registry(),
+                                day.date() if day else None)
         click.echo(f"rebuilt {', '.join(f'{t}: {n} rows' for t, n in rows.items()) or 'nothing'}")
         return
     if day:
@@ -220,9 +244,18 @@ def eod(cfg, day, from_log):
     click.echo(f"ended {r['ended']}; the tickerplant is now on {r['date']}")
 
 
+def _plain_log(file: str) -> str:
+    """FILE, or for a compressed `.log.zst` a decompressed copy removed when the command ends."""
+    from tickerplant.logzip import LogZipError, open_log
+    try:
+        return str(click.get_current_context().with_resource(open_log(file, progress=True)))
+    except LogZipError as e:
+        _fail(str(e))
+
+
 @cli.group("log")
 def log_group():
-    """Check, repair and replay tickerplant logs."""
+    """Check, repair and replay tickerplant logs (FILE may be a compressed .log.zst)."""
 
 
 @log_group.command("check")
@@ -231,7 +264,8 @@ def log_group():
 def log_check(file, as_json):
     """Valid record count and the offset of the first bad byte (exit 1 if damaged)."""
     from tickerplant.log import check
-    r = check(file)
+    r = check(_plain_log(file))
+    r.path = Path(file)
     if as_json:
         click.echo(json.dumps({"file": str(r.path), "date": str(r.date), "records": r.records,
                                "last_seq": r.last_seq, "valid_bytes": r.valid_bytes, "size": r.size,
@@ -251,8 +285,9 @@ def log_check(file, as_json):
 def log_repair(file, out):
     """Keep the valid prefix, salvage valid records after a corrupt region, write a new file."""
     from tickerplant.log import LogError, repair
+    from tickerplant.logzip import plain_path
     try:
-        r = repair(file, out)
+        r = repair(_plain_log(file), out or f"{plain_path(file)}.repaired")
     except LogError as e:
         _fail(str(e))
     click.echo(f"wrote {r.out}: kept {r.kept}, salvaged {r.salvaged}, dropped {r.dropped_bytes} bytes"
@@ -268,6 +303,7 @@ def log_repair(file, out):
 def log_replay(cfg, file, tables, first, sql):
     """Stream a log's rows out as CSV, or load them into an RDB and query them."""
     from tickerplant.replay import replay, replay_into
+    shown, file = file, _plain_log(file)
     reg = cfg.registry()
     if sql:
         from hdb.sql import Engine, QueryError
@@ -278,7 +314,7 @@ def log_replay(cfg, file, tables, first, sql):
             rows = replay_into(store, file, reg, tables or None, first, progress=True)
             click.echo(f"loaded {rows} rows", err=True)
         except ValueError as e:
-            click.echo(f"warning: {e}", err=True)
+            click.echo(f"warning: {str(e).replace(file, shown)}", err=True)
         eng = Engine(today=store.snapshot, registry=reg, max_rows=cfg.rdb.max_rows)
         try:
             res = eng.query(sql, allow_truncated=True)
@@ -301,11 +337,235 @@ def log_replay(cfg, file, tables, first, sql):
             if batch.num_rows:
                 click.echo("\n".join(f"{seq},{line}" for line in csv_lines(batch)))
     except ValueError as e:
+        _fail(str(e).replace(file, shown))
+
+
+# -- config tools and scheduled jobs ------------------------------------------------------------
+@cli.group("config")
+def config_group():
+    """Show the effective config and where each value came from; check a config file."""
+
+
+@config_group.command("show")
+@click.option("--json", "as_json", is_flag=True, help="{key: {value, source}} as JSON")
+@click.pass_context
+def config_show(ctx, as_json):
+    """Every section and key of the effective config, with its source: default, file PATH,
+    env TICKSTACK_HOME or --home."""
+    from click.core import ParameterSource
+
+    from ops.configtool import effective, jsonable, render
+    home = ctx.meta["home"]
+    from_env = ctx.find_root().get_parameter_source("home") == ParameterSource.ENVIRONMENT
+    try:
+        _, entries, where = effective(ctx.meta["config_path"], home,
+                                      "env TICKSTACK_HOME" if from_env else "--home")
+    except (ValueError, TypeError, AttributeError) as e:   # ConfigError, or a validator's crash
+        _fail(f"{e}\n(`tickstack config check FILE` lists every problem)")
+    if as_json:
+        click.echo(json.dumps({"file": str(where) if where else None,
+                               "values": {e.key: {"value": jsonable(e.value), "source": e.source}
+                                          for e in entries}}, indent=1))
+        return
+    click.echo(f"# config file: {where}" if where else "# no config file: embedded defaults")
+    width = max(len(e.key) for e in entries)
+    shown = [render(e.value) for e in entries]
+    vwidth = min(40, max(map(len, shown)))
+    for e, v in zip(entries, shown):
+        click.echo(f"{e.key:<{width}} = {v:<{vwidth}}  # {e.source}")
+
+
+@config_group.command("check")
+@click.argument("file", required=False, type=click.Path(dir_okay=False))
+@click.pass_context
+def config_check(ctx, file):
+    """List every problem in FILE (default: --config / TICKSTACK_CONFIG) with its key path;
+    exit 1 if there is any, else print "ok: FILE"."""
+    from ops.configtool import check_file
+    file = file or ctx.meta["config_path"]
+    if not file:
+        _fail("name the file to check: tickstack config check FILE")
+    problems = check_file(file)
+    if not problems:
+        click.echo(f"ok: {file}")
+        return
+    for p in problems:
+        click.echo(f"{file}: {p}")
+    click.echo(f"{len(problems)} problem{'s' if len(problems) > 1 else ''} in {file}", err=True)
+    sys.exit(1)
+
+
+@cli.group("jobs", invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True, help="the list as JSON")
+@click.pass_context
+def jobs_group(ctx, as_json):
+    """Scheduled jobs ([jobs.*] in the config) and their next runs; `jobs run NAME` runs one now.
+    The scheduler itself is `python -m ops.jobs`."""
+    if ctx.invoked_subcommand:
+        return
+    import datetime as dt
+
+    from ops.jobs import schedule
+    rows = schedule(ctx.obj)
+    if as_json:
+        click.echo(json.dumps([{**r, "next_run": r["next_run"].isoformat() if r["next_run"] else None}
+                               for r in rows]))
+        return
+    click.echo(f"{'job':15} {'on':3} {'time':5} {'tz':20} {'next run':34} does")
+    for r in rows:
+        nxt = r["next_run"]
+        when = (f"{nxt:%Y-%m-%d %H:%M %Z} ({nxt.astimezone(dt.timezone.utc):%H:%M} UTC)"
+                if nxt else "-")
+        click.echo(f"{r['name']:15} {'on' if r['enabled'] else 'off':3} {r['time']:5} {r['tz']:20} "
+                   f"{when:34} {r['does']}")
+
+
+@jobs_group.command("run")
+@click.argument("name", type=click.Choice(["eod", "log_retention", "hdb_compaction", "hdb_retention"]))
+@click.option("--dry-run", is_flag=True, help="Say what it would do; change nothing.")
+@click.pass_obj
+def jobs_run(cfg, name, dry_run):
+    """Run job NAME now (enabled or not), as the scheduler would; exit 1 if it failed."""
+    from ops.jobs import run_job
+    res = run_job(cfg, name, dry_run=dry_run, progress=True)
+    click.echo(res.text())
+    sys.exit(0 if res.ok else 1)
+
+
+# -- risk and live strategies ------------------------------------------------------------------
+def _risk(cfg) -> dict:
+    """The risk process's status; fails at once, naming the fix, when it does not answer."""
+    from tickerplant.protocol import ControlError, Unreachable, request
+    if processes.accepts(cfg.risk.ctl, timeout=1.0) is False:
+        pid = processes.running(cfg, "risk")
+        if pid:
+            _fail(f"risk (pid {pid}) does not accept connections on {cfg.risk.ctl} (yet): it may still be "
+                  f"starting; see {cfg.log_dir / 'risk.log'}")
+        _fail(f"risk is not running: `tickstack start risk` (nothing accepts connections on {cfg.risk.ctl})")
+    try:
+        reply = json.loads(request(cfg.risk.ctl, [b'{"cmd": "status"}'], timeout=5.0,
+                                   what="the risk process")[0].bytes)
+    except (Unreachable, ControlError, ValueError) as e:
         _fail(str(e))
+    if "error" in reply:
+        _fail(f"risk: {reply['error']}")
+    return reply
 
 
-BENCHES = ["ingest", "latency", "replay", "eod", "query", "itch", "feed"]
-BENCH_MODULES = {"replay": "log_replay"}
+def _num(v, fmt=",.2f") -> str:
+    return "-" if v is None or (isinstance(v, float) and v != v) else format(v, fmt)
+
+
+@cli.command()
+@click.option("--book", help="Only this book.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per position.")
+@click.pass_obj
+def positions(cfg, book, as_json):
+    """Positions per book and sym, from the risk process: average cost, mid, PnL, exposure, VaR."""
+    st = _risk(cfg)
+    rows = [p for p in st["positions"] if book is None or p["book"] == book]
+    if as_json:
+        for p in rows:
+            click.echo(json.dumps(p))
+        return
+    click.echo(f"{'book':12} {'sym':8} {'position':>10} {'avg_cost':>10} {'mid':>10} {'realized':>12} "
+               f"{'unrealized':>12} {'net':>14} {'var':>12}")
+    for p in rows:
+        click.echo(f"{p['book']:12} {p['sym']:8} {p['position']:>10,} {_num(p['avg_cost'], '.4f'):>10} "
+                   f"{_num(p['mid'], '.4f'):>10} {_num(p['realized']):>12} {_num(p['unrealized']):>12} "
+                   f"{_num(p['net']):>14} {_num(p['var']):>12}")
+    if not rows:
+        click.echo("no positions")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per book.")
+@click.pass_obj
+def pnl(cfg, as_json):
+    """Today's PnL per book (realized after fees, unrealized at bid/ask) and the total."""
+    st = _risk(cfg)
+    books = st["books"]
+    if as_json:
+        for b in books:
+            click.echo(json.dumps({k: b[k] for k in ("book", "realized", "unrealized", "pnl")}))
+        return
+    click.echo(f"{'book':16} {'realized':>14} {'unrealized':>14} {'pnl':>14}")
+    for b in books:
+        click.echo(f"{b['book']:16} {_num(b['realized']):>14} {_num(b['unrealized']):>14} {_num(b['pnl']):>14}")
+    tot = [sum(b[k] for b in books) for k in ("realized", "unrealized", "pnl")]
+    click.echo(f"{'total':16} {_num(tot[0]):>14} {_num(tot[1]):>14} {_num(tot[2]):>14}")
+
+
+@cli.command("risk")
+@click.option("--json", "as_json", is_flag=True, help="The risk process's whole status as JSON.")
+@click.pass_obj
+def risk_cmd(cfg, as_json):
+    """Per book: PnL, gross and net exposure, VaR and ES against the limits; the gateway's
+    trading state and the risk process's last actions."""
+    st = _risk(cfg)
+    if as_json:
+        click.echo(json.dumps(st, indent=1))
+        return
+    v = st["var"]
+    click.echo(f"trading {st['trading']}" + (f" ({st['trading_reason']})" if st.get("trading_reason") else ""))
+    click.echo(f"VaR/ES: {v['method']}, {v['horizon_min']}-min horizon, {v['confidence']:.1%}, "
+               f"{v['scenarios']} scenarios from {len(v['days'])} HDB days"
+               + (" and today's minutes" if v["include_today"] else ""))
+    click.echo(f"{'book':12} {'state':10} {'pnl':>12} {'gross':>14} {'net':>14} {'var':>12} {'es':>12}  limits")
+    for b in st["books"]:
+        lim = b["limits"]
+        limits = " ".join(f"{k[4:]}={_num(x, ',.0f')}" for k, x in lim.items() if x is not None)
+        click.echo(f"{b['book']:12} {b['state']:10} {_num(b['pnl']):>12} {_num(b['gross']):>14} "
+                   f"{_num(b['net']):>14} {_num(b['var']):>12} {_num(b['es']):>12}  {limits}"
+                   + ("  BREACHED " + ",".join(b["breached"]) if b["breached"] else ""))
+    if st["actions"]:
+        click.echo("last actions:")
+        for a in st["actions"][-10:]:
+            click.echo(f"  {a['book'] or '-':12} {a['sym'] or '-':8} {a['action']:16} {a['reason']:14} {a['text']}")
+
+
+@cli.group("strategy")
+def strategy_group():
+    """Strategies running live in the stack (`python -m strategy --name NAME`)."""
+
+
+def _strategy_name(name: str) -> str:
+    from strategy.names import strategy_class
+    try:
+        strategy_class(name)
+    except ValueError as e:
+        _fail(str(e))
+    return f"strategy-{name}"
+
+
+@strategy_group.command("start")
+@click.argument("name")
+@click.option("--param", "params", multiple=True, help="Strategy parameter key=value (repeatable).")
+@click.pass_context
+def strategy_start(ctx, name, params):
+    """Start strategy NAME (a known name such as `pairs`, or module:Class) against the running
+    stack; parameters: [strategy.params.NAME], then --param."""
+    proc = _strategy_name(name)
+    args = [a for p in params for a in ("--param", p)]
+    try:
+        done = processes.start(ctx.obj, [proc], ctx.meta["config_path"], {proc: args} if args else None)
+    except processes.ProcError as e:
+        _fail(str(e))
+    click.echo(f"started: {' '.join(done) or 'nothing (already running)'}")
+
+
+@strategy_group.command("stop")
+@click.argument("name")
+@click.pass_obj
+def strategy_stop(cfg, name):
+    """Stop strategy NAME cleanly (it runs its on_stop: pairs flattens)."""
+    done = processes.stop(cfg, [_strategy_name(name)])
+    click.echo(f"stopped: {' '.join(done) or 'nothing was running'}")
+
+
+BENCHES = ["ingest", "latency", "replay", "eod", "query", "itch", "feed", "risk", "backtest", "fix",
+           "tick-to-trade"]
+BENCH_MODULES = {"replay": "log_replay", "tick-to-trade": "tick_to_trade"}
 
 
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
@@ -324,7 +584,13 @@ def _attach(module: str, attr: str) -> None:
 
 
 _attach("feedhandlers.cli", "feed")
+_attach("ops.trading", "order")
+_attach("ops.trading", "orders")
+_attach("ops.trading", "cancel")
+_attach("ops.trading", "halt")
+_attach("ops.trading", "resume")
 _attach("hdb.cli", "hdb")
+_attach("strategy.cli", "backtest")
 
 
 def main() -> None:

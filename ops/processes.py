@@ -2,6 +2,17 @@
 `python -m MODULE --home HOME ...`, its output in <home>/logs/NAME.log and its pid in
 <home>/run/NAME.pid.
 
+The processes, in start order: tp rdb hdb feed, one `venue-X` per configured venue
+(`python -m gateway.venue --name X`: a FIX acceptor with its matching engine), gateway (the
+order gateway, trading those venues), risk (`python -m strategy.risk`: positions, PnL, VaR,
+limits), then one `strategy-NAME` per name in `[strategy] run` (`python -m strategy --name
+NAME`; any other name can be started by hand: `tickstack strategy start NAME`). `stop` goes in
+reverse order. Ready means: the TP answers `status` on its control socket, the RDB/HDB answer
+a query, a venue's FIX port accepts connections, the gateway answers `status` on its intents
+socket and has caught up with its venues (or given up waiting for them after
+gateway.recovery_timeout_s), risk answers `status` on `[risk] ctl`, a strategy has written
+its pid to <home>/run/strategy-NAME.ready (it does once subscribed to the TP).
+
 A pid file is only a hint: a process counts as running only if that pid is alive, is not a
 zombie, and its command line is `python -m MODULE ... --home <this home>` (Linux: read from
 /proc). So a process killed with -9 but not yet reaped, or a pid reused by another program,
@@ -23,13 +34,63 @@ import sys
 import time
 from pathlib import Path
 
-MODULES = {"tp": "tickerplant", "rdb": "rdb", "hdb": "hdb", "feed": "feedhandlers"}
-ORDER = ["tp", "rdb", "hdb", "feed"]
+MODULES = {"tp": "tickerplant", "rdb": "rdb", "hdb": "hdb", "feed": "feedhandlers",
+           "gateway": "gateway", "risk": "strategy.risk"}
+VENUE_MODULE = "gateway.venue"
+STRATEGY_MODULE = "strategy"
+# the default stack (venues A and B, the pairs strategy); `process_names(cfg)` is the order
+# for a config's venues and strategies
+ORDER = ["tp", "rdb", "hdb", "feed", "venue-A", "venue-B", "gateway", "risk", "strategy-pairs"]
 # the folder names work too: `tickstack start tickerplant`
-ALIASES = {module: name for name, module in MODULES.items() if module != name}
+ALIASES = {module: name for name, module in MODULES.items() if module != name and "." not in module}
 # the endpoints each process binds, as config keys (section.key)
 BINDS = {"tp": ["tickerplant.ingest", "tickerplant.pub", "tickerplant.ctl"],
-         "rdb": ["rdb.query"], "hdb": ["hdb.query"], "feed": []}
+         "rdb": ["rdb.query"], "hdb": ["hdb.query"], "feed": [], "gateway": ["gateway.intents"],
+         "risk": ["risk.ctl"]}
+
+
+def process_names(cfg, extra=()) -> list[str]:
+    """Every process of this config's stack, in start order; `extra` strategy processes
+    (strategy-NAME) not in `[strategy] run` go last."""
+    strategies = [f"strategy-{n}" for n in cfg.strategy.run]
+    strategies += [n for n in extra if strategy_of(n) and n not in strategies]
+    return ORDER[:4] + [f"venue-{v}" for v in cfg.venues] + ["gateway", "risk"] + strategies
+
+
+def venue_of(name: str) -> str | None:
+    """"venue-A" -> "A"; None for the other processes."""
+    return name[len("venue-"):] if name.startswith("venue-") else None
+
+
+def strategy_of(name: str) -> str | None:
+    """"strategy-pairs" -> "pairs"; None for the other processes."""
+    return name[len("strategy-"):] or None if name.startswith("strategy-") else None
+
+
+def running_strategies(cfg) -> list[str]:
+    """strategy-NAME processes with a pid file under this home (started by hand or by config)."""
+    return sorted(p.stem for p in cfg.run_dir.glob("strategy-*.pid")) if cfg.run_dir.is_dir() else []
+
+
+def command(name: str) -> tuple[str, list[str]]:
+    """(module, arguments that identify it) of a process name."""
+    v = venue_of(name)
+    if v:
+        return VENUE_MODULE, ["--name", v]
+    st = strategy_of(name)
+    if st:
+        return STRATEGY_MODULE, ["--name", st]
+    return MODULES[name], []
+
+
+def binds(cfg, name: str) -> list[tuple[str, str]]:
+    """(config key, endpoint) of everything the process binds."""
+    v = venue_of(name)
+    if v:
+        return [(f"venues.{v}.port", f"tcp://127.0.0.1:{cfg.venues[v].port}")] if v in cfg.venues else []
+    if strategy_of(name):
+        return []
+    return [(key, endpoint_of(cfg, key)) for key in BINDS[name]]
 
 
 class ProcError(RuntimeError):
@@ -71,9 +132,12 @@ def _cmdline(pid: int) -> list[str] | None:
     return raw.decode("utf-8", "replace").split("\0")[:-1] if raw else []
 
 
-def _is_ours(argv: list[str], module: str, home: Path) -> bool:
-    """argv is `python -m MODULE ... --home HOME` for this home."""
+def _is_ours(argv: list[str], module: str, home: Path, ident: list[str] = ()) -> bool:
+    """argv is `python -m MODULE ... --home HOME` for this home (with `ident`, e.g. a venue's
+    `--name A`, among its arguments)."""
     if len(argv) < 3 or argv[1:3] != ["-m", module]:
+        return False
+    if ident and not any(argv[i:i + len(ident)] == list(ident) for i in range(3, len(argv))):
         return False
     for i, a in enumerate(argv[3:], 3):
         if a == "--home" and i + 1 < len(argv):
@@ -105,7 +169,8 @@ def alive(pid: int | None, name: str | None = None, home: Path | None = None) ->
     if name is None:
         return True
     argv = _cmdline(pid)
-    return argv is not None and _is_ours(argv, MODULES[name], home)
+    module, ident = command(name)
+    return argv is not None and _is_ours(argv, module, home, ident)
 
 
 def running(cfg, name: str) -> int | None:
@@ -172,9 +237,33 @@ def accepts(endpoint: str, timeout: float = 1.0) -> bool | None:
         return False
 
 
+def gateway_status(cfg, timeout: float = 0.5) -> dict | None:
+    """The gateway's `status` reply, or None if it does not answer."""
+    from gateway.client import GatewayUnavailable, OrderClient
+    if accepts(cfg.gateway.intents, timeout=timeout) is False:
+        return None
+    try:
+        return OrderClient(cfg.gateway.intents, client="tickstack", mode="req", timeout=timeout).status()
+    except (GatewayUnavailable, ValueError):
+        return None
+
+
+def risk_status(cfg, timeout: float = 0.5) -> dict | None:
+    """The risk process's `status` reply, or None if it does not answer."""
+    from tickerplant.protocol import request
+    if accepts(cfg.risk.ctl, timeout=timeout) is False:
+        return None
+    try:
+        frames = request(cfg.risk.ctl, [b'{"cmd": "status"}'], timeout=timeout, what="the risk process")
+        reply = json.loads(frames[0].bytes)
+    except Exception:  # noqa: BLE001 - not up, or not answering in time
+        return None
+    return None if "error" in reply else reply
+
+
 def ready(cfg, name: str, pid: int | None = None) -> bool:
-    """The process answers on its endpoint (the TP: and is the process `pid`, not another
-    stack's TP on the same port)."""
+    """The process answers on its endpoint (the TP and the gateway: and is the process `pid`,
+    not another stack's on the same port)."""
     from tickerplant.protocol import control
     try:
         if name == "tp":
@@ -183,6 +272,17 @@ def ready(cfg, name: str, pid: int | None = None) -> bool:
         elif name in ("rdb", "hdb"):
             from hdb.server import query
             query(getattr(cfg, name).query, "select 1", timeout=0.5)
+        elif name == "gateway":
+            st = gateway_status(cfg)
+            return bool(st) and not st["recovering"] and (pid is None or st.get("pid", pid) == pid)
+        elif name == "risk":
+            st = risk_status(cfg)
+            return bool(st) and (pid is None or st.get("pid", pid) == pid)
+        elif strategy_of(name):
+            f = cfg.run_dir / f"{name}.ready"
+            return f.is_file() and (pid is None or f.read_text().strip() == str(pid))
+        elif venue_of(name):
+            return bool(accepts(binds(cfg, name)[0][1], timeout=0.5))
         return True
     except Exception:  # noqa: BLE001 - not ready yet, whatever the reason
         return False
@@ -201,19 +301,20 @@ def _last_error(log: Path, already: int) -> str:
 
 def start(cfg, names=None, config_path=None, args: dict | None = None, timeout: float = 30.0) -> list[str]:
     """Start the named processes (default: all) in order, each once ready before the next."""
-    names = [canonical(n) for n in names] if names else ORDER
+    every = process_names(cfg, [canonical(n) for n in names or ()])
+    names = [canonical(n) for n in names] if names else every
     for d in (cfg.log_dir, cfg.run_dir):
         d.mkdir(parents=True, exist_ok=True)
     started = []
-    for name in [n for n in ORDER if n in names]:
+    for name in [n for n in every if n in names]:
         if running(cfg, name):
             continue
-        for key in BINDS[name]:
-            ep = endpoint_of(cfg, key)
+        for key, ep in binds(cfg, name):
             if in_use(ep):
                 raise ProcError(f"{name} did not start: {ep} is in use ({key}), perhaps by another "
                                 f"stack or program; set another port for {key} in your config")
-        cmd = [sys.executable, "-m", MODULES[name], "--home", str(cfg.root)]
+        module, ident = command(name)
+        cmd = [sys.executable, "-m", module, *ident, "--home", str(cfg.root)]
         if config_path:
             cmd += ["--config", str(Path(config_path).resolve())]
         cmd += list((args or {}).get(name, ()))
@@ -238,9 +339,10 @@ def start(cfg, names=None, config_path=None, args: dict | None = None, timeout: 
 def stop(cfg, names=None, timeout: float = 15.0) -> list[str]:
     """SIGTERM (clean close of logs and files), then SIGKILL after `timeout`; reverse order.
     Only this stack's processes are signalled (see `alive`)."""
-    names = [canonical(n) for n in names] if names else ORDER
+    every = process_names(cfg, [canonical(n) for n in names or ()] + running_strategies(cfg))
+    names = [canonical(n) for n in names] if names else every
     stopped = []
-    for name in [n for n in reversed(ORDER) if n in names]:
+    for name in [n for n in reversed(every) if n in names]:
         pid = running(cfg, name)
         if pid:
             os.kill(pid, signal.SIGTERM)
@@ -256,9 +358,10 @@ def stop(cfg, names=None, timeout: float = 15.0) -> list[str]:
 
 def status(cfg, names=None) -> list[dict]:
     from tickerplant.protocol import control
-    names = [canonical(n) for n in names] if names else ORDER
+    every = process_names(cfg, [canonical(n) for n in names or ()] + running_strategies(cfg))
+    names = [canonical(n) for n in names] if names else every
     out = []
-    for name in [n for n in ORDER if n in names]:
+    for name in [n for n in every if n in names]:
         pid = pid_of(cfg, name)
         state = "running" if alive(pid, name, cfg.root) else ("dead" if pid else "stopped")
         row = {"name": name, "pid": pid if state != "stopped" else None, "state": state}
@@ -268,6 +371,22 @@ def status(cfg, names=None) -> list[dict]:
                 row.update(log=st["log"], date=st["date"], seq=st["seq"], counters=st["counters"])
             except Exception as e:  # noqa: BLE001
                 row.update(state="unresponsive", error=str(e))
+        if name == "gateway" and state == "running":
+            st = gateway_status(cfg, timeout=1.0)
+            if st is None:
+                row.update(state="unresponsive", error=f"no answer on {cfg.gateway.intents}")
+            else:
+                row.update(trading=st["state"], recovering=st["recovering"], orders=st["orders"],
+                           working=st["working"], venues={v: ("ready" if x["ready"] else "logged on"
+                                                              if x["logged_on"] else "down")
+                                                          for v, x in st["venues"].items()})
+        if name == "risk" and state == "running":
+            st = risk_status(cfg, timeout=1.0)
+            if st is None:
+                row.update(state="unresponsive", error=f"no answer on {cfg.risk.ctl}")
+            else:
+                row.update(trading=st["trading"], books=len(st["books"]),
+                           breached=[b["book"] for b in st["books"] if b["breached"]])
         out.append(row)
     return out
 

@@ -14,6 +14,7 @@ import threading
 import numpy as np
 import pyarrow as pa
 
+from schemas.codec import SymbolSpans
 from schemas.registry import Registry, Schema
 
 
@@ -43,10 +44,14 @@ class _Table:
 
     def append_columns(self, cols: list, k: int) -> None:
         """Columns as schemas.codec.columns gives them: arrays, (codes, dictionary) for symbols,
-        Arrow arrays for strings."""
+        Arrow arrays for strings; or as schemas.codec.Layouts.columns gives them for many
+        messages at once (Spans, SymbolSpans, or RecodedSymbols already in this store's sym
+        codes), whose rows are copied straight from where they lie into the chunks."""
         if not k:
             return
-        cols = [self.syms.recode(*c) if isinstance(c, tuple) else c for c in cols]
+        cols = [self.syms.recode(*c) if isinstance(c, tuple)
+                else c.recoded(self.syms.codes(c.words)) if isinstance(c, SymbolSpans) else c
+                for c in cols]
         done = 0
         while done < k:
             fill = self.n % self.chunk_rows
@@ -61,7 +66,10 @@ class _Table:
                     continue
                 if fill == 0:
                     chunks.append(np.empty(self.chunk_rows, dtype=src.dtype))
-                chunks[-1][fill: fill + take] = src[done: done + take]
+                if isinstance(src, np.ndarray):
+                    chunks[-1][fill: fill + take] = src[done: done + take]
+                else:
+                    src.copy_into(chunks[-1][fill: fill + take], done, done + take)
             done += take
             self.n += take  # after the data: a concurrent snapshot never sees unwritten rows
 

@@ -14,6 +14,11 @@ subscriber decodes zero-copy into Arrow. Layout, little-endian, every section 8-
 `feed`/`fseq` name the sending feed and its message number (0 = none) so the tickerplant can
 drop a resent message it already logged. Validation is O(columns) Python calls whatever the
 row count: the per-row checks (offsets, codes, utf-8) are single numpy/C calls.
+
+For replay, `headers_many` and `Layouts` read the headers and column layout of many messages
+lying in one buffer (a mapped log) with one numpy call per field, and `Spans`/`SymbolSpans`
+copy their columns straight into a destination; messages they do not handle are left for
+`peek`/`columns`, one at a time.
 """
 from __future__ import annotations
 
@@ -592,3 +597,318 @@ def columns(buf: bytes | memoryview, registry: Registry, words: bool = True) -> 
 from schemas.registry import TYPES as _TYPES  # noqa: E402
 
 _DTYPES = {k: v[0] for k, v in _TYPES.items() if v[0] is not None}
+
+
+# -- many messages at once (log replay) -------------------------------------------------------
+# A log holds messages back to back. Replaying them one `columns` call at a time costs Python
+# work per message and per column; here every field of a whole group of messages is read with
+# one numpy call, and a column's rows stay where they are until they are copied, once, into
+# their destination (the RDB's chunks). Messages the vectorised path does not handle (a bad
+# header, an unknown table, a layout `_layout` would reject, string columns) are left to the
+# caller, which takes them one at a time through `peek`/`columns`, so behaviour matches.
+
+class IrregularMessages(Exception):
+    """Some message of a group is not in the layout the vectorised path handles (e.g. a symbol
+    dictionary word that is not utf-8); take the group one message at a time instead."""
+
+
+class Fields:
+    """Typed views of one buffer at every byte offset (stride 1), so one fancy index reads a
+    field of many messages whatever its alignment."""
+
+    def __init__(self, buf):
+        self.u8 = np.frombuffer(buf, np.uint8)
+        self.size = len(self.u8)
+        self._views: dict[str, np.ndarray] = {}
+
+    def view(self, dtype: str) -> np.ndarray:
+        v = self._views.get(dtype)
+        if v is None:
+            dt = np.dtype(dtype)
+            n = max(self.size - dt.itemsize + 1, 0)
+            v = self._views[dtype] = np.ndarray((n,), dt, buffer=self.u8, strides=(1,))
+        return v
+
+    def read(self, dtype: str, pos: np.ndarray) -> np.ndarray:
+        """The `dtype` value at each byte offset of `pos`. Offsets too near the end read the
+        last whole value instead: use only values of messages whose sizes were checked."""
+        v = self.view(dtype)
+        if not len(v):
+            return np.zeros(np.shape(pos), v.dtype)
+        return v[np.clip(pos, 0, len(v) - 1)]
+
+
+def headers_many(f: Fields, start: np.ndarray, end: np.ndarray,
+                 registry: Registry) -> tuple[np.ndarray, np.ndarray]:
+    """(table, nrows) of the messages at byte ranges [start, end) of `f`: table is the index of
+    the message's table in `registry.tables`, or -1 where `peek`/`_layout` need a closer look
+    (short, bad magic or version, a table name the registry does not hold)."""
+    size = end - start
+    ok = (size >= HEADER.size) & (f.read("<u4", start) == _MAGIC_U32) & (f.read("u1", start + 4) == VERSION)
+    tlen = f.read("<u2", start + 6)
+    table = np.full(len(start), -1, np.int64)
+    for i, name in enumerate(registry.tables):
+        raw = np.frombuffer(name.encode(), np.uint8)
+        idx = np.flatnonzero(ok & (tlen == len(raw)) & (size >= HEADER.size + len(raw)))
+        if len(idx):
+            got = f.u8[start[idx, None] + (HEADER.size + np.arange(len(raw)))]
+            table[idx[(got == raw).all(axis=1)]] = i
+    return table, f.read("<u4", start + 8).astype(np.int64)
+
+
+_MAGIC_U32 = int.from_bytes(MAGIC, "little")
+STEP = 1 << 16  # rows per gather
+
+
+class Spans:
+    """One column's rows spread over many messages of one buffer: message k holds `counts[k]`
+    items of `dtype` at byte offset `starts[k]`. `copy_into` copies a range of the rows straight
+    into a destination array: a slice copy per message when messages are large, else one gather
+    for all of them (Python work per call, not per row or per message)."""
+
+    GATHER_BELOW = 1024  # mean rows per message under which one gather beats a copy per message
+
+    def __init__(self, f: Fields, dtype, starts: np.ndarray, counts: np.ndarray):
+        self.f, self.dtype = f, np.dtype(dtype)
+        self.starts, self.counts = starts, counts
+        self.bounds = np.zeros(len(counts) + 1, np.int64)
+        np.cumsum(counts, out=self.bounds[1:])
+
+    def __len__(self) -> int:
+        return int(self.bounds[-1])
+
+    def _range(self, lo: int, hi: int) -> tuple[int, int]:
+        """The messages holding rows [lo, hi)."""
+        b = self.bounds
+        return int(np.searchsorted(b, lo, "right")) - 1, int(np.searchsorted(b, hi, "left"))
+
+    def copy_into(self, out: np.ndarray, lo: int = 0, hi: int | None = None) -> None:
+        hi = len(self) if hi is None else hi
+        for x in range(lo, hi, STEP):  # temporaries stay small: cached, and reused by malloc
+            y = min(x + STEP, hi)
+            a, z = self._range(x, y)
+            if (y - x) >= self.GATHER_BELOW * (z - a):
+                self._copy_each(out[x - lo: y - lo], x, y, a, z)
+            else:
+                self._gather(x, y, a, z, out[x - lo: y - lo])
+
+    def _copy_each(self, out, lo, hi, a, z) -> None:
+        item = self.dtype.itemsize
+        b = self.bounds[a: z + 1]
+        first = np.maximum(b[:-1], lo)
+        last = np.minimum(b[1:], hi)
+        src = self.starts[a:z] + (first - b[:-1]) * item
+        ob, u8 = out.view(np.uint8), self.f.u8
+        for s, d, m in zip(src.tolist(), ((first - lo) * item).tolist(), ((last - first) * item).tolist()):
+            ob[d: d + m] = u8[s: s + m]
+
+    def _gather(self, lo, hi, a, z, out=None) -> np.ndarray:
+        """Rows [lo, hi) by one fancy index: element i of message k sits at
+        starts[k] + (i - bounds[k]) * item."""
+        item = self.dtype.itemsize
+        b = self.bounds[a: z + 1]
+        st, ct = self.starts[a:z], self.counts[a:z]
+        phase = st % item
+        if len(phase) and (phase == phase[0]).all():
+            p = int(phase[0])
+            view = np.frombuffer(self.f.u8, self.dtype, (self.f.size - p) // item, p)
+            idx = np.repeat((st - p) // item - b[:-1], ct)
+            idx += np.arange(b[0], b[-1])
+            idx = idx[lo - b[0]: hi - b[0]]
+            return np.take(view, idx, out=out)
+        idx = np.repeat(st - b[:-1] * item, ct)  # mixed alignments: byte offsets, stride-1 view
+        idx += np.arange(b[0], b[-1]) * item
+        got = self.f.view(self.dtype.str)[idx[lo - b[0]: hi - b[0]]]
+        if out is not None:
+            out[:] = got
+        return got
+
+    def array(self) -> np.ndarray:
+        out = np.empty(len(self), self.dtype)
+        self.copy_into(out)
+        return out
+
+
+class SymbolSpans:
+    """A symbol column over many messages: each message's codes (`codes`, into its own
+    dictionary), where its dictionary starts among all entries (`base`) and its size (`ndict`),
+    and each entry as an index into `keys`, the distinct dictionary words of all the messages
+    packed in integers: (n,) uint64 for words up to 7 bytes, else (n, lanes). `words` decodes
+    them all; `decode(idx)` some (a receiver that remembers keys decodes each word once).
+    `recoded(lut)` (lut: key index -> the receiver's code) gives what to copy."""
+
+    def __init__(self, codes: Spans, base: np.ndarray, ndict: np.ndarray, entries: np.ndarray,
+                 keys: np.ndarray):
+        self.codes, self.base, self.ndict, self.entries, self.keys = codes, base, ndict, entries, keys
+        self.dtype = np.dtype("<i4")
+        self._words: list[str] | None = None
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    @property
+    def words(self) -> list[str]:
+        if self._words is None:
+            self._words = self.decode(range(len(self.keys)))
+        return self._words
+
+    def decode(self, idx) -> list[str]:
+        """The words of keys `idx`; IrregularMessages if one is not utf-8."""
+        rows = self.keys.view(np.uint8).reshape(len(self.keys), -1)
+        try:  # the length sits in the last byte
+            return [bytes(r[: r[-1]]).decode() for r in (rows[i] for i in idx)]
+        except UnicodeDecodeError:
+            raise IrregularMessages("a symbol is not utf-8") from None
+
+    def recoded(self, lut: np.ndarray) -> "RecodedSymbols":
+        return RecodedSymbols(self, np.asarray(lut, np.int32)[self.entries])
+
+
+class RecodedSymbols:
+    """A SymbolSpans with each dictionary entry mapped to the receiver's code: copy_into writes
+    receiver codes. A code outside its message's dictionary (which `validate` rejects) is a
+    CodecError."""
+
+    def __init__(self, sym: SymbolSpans, entry_codes: np.ndarray):
+        self.sym, self.entry_codes, self.dtype = sym, entry_codes, sym.dtype
+
+    def __len__(self) -> int:
+        return len(self.sym)
+
+    def copy_into(self, out: np.ndarray, lo: int = 0, hi: int | None = None) -> None:
+        hi = len(self) if hi is None else hi
+        for x in range(lo, hi, STEP):
+            y = min(x + STEP, hi)
+            self._copy(out[x - lo: y - lo], x, y)
+
+    def _copy(self, out: np.ndarray, lo: int, hi: int) -> None:
+        c = self.sym.codes
+        a, z = c._range(lo, hi)
+        b = c.bounds[a: z + 1]
+        ndict, base = self.sym.ndict[a:z], self.sym.base[a:z]
+        first, last = np.maximum(b[:-1], lo), np.minimum(b[1:], hi)
+        if (hi - lo) >= self.GATHER_BELOW * (z - a):
+            src = c.starts[a:z] + (first - b[:-1]) * 4
+            u8, ec = c.f.u8, self.entry_codes
+            try:
+                for s, d, m, e, nd in zip(src.tolist(), (first - lo).tolist(), (last - first).tolist(),
+                                          base.tolist(), ndict.tolist()):
+                    np.take(ec[e: e + nd], np.frombuffer(u8, "<u4", m, s), out=out[d: d + m])
+            except IndexError:
+                raise CodecError("symbol codes out of range of their message's dictionary") from None
+            return
+        local = c._gather(lo, hi, a, z)
+        counts = last - first
+        full = counts > 0
+        if full.any() and (np.maximum.reduceat(local, (first - lo)[full]) >= ndict[full]).any():
+            raise CodecError("symbol codes out of range of their message's dictionary")
+        idx = np.repeat(base, counts)
+        idx += local
+        np.take(self.entry_codes, idx, out=out, mode="clip")
+
+    GATHER_BELOW = 1024  # mean rows per message under which one gather beats a take per message
+
+
+class Layouts:
+    """Where each column of many messages of one table lies, read with numpy, and which
+    messages have the regular layout (what `_layout` checks, plus the section sizes `validate`
+    checks). Tables with string columns are never regular here: they go one at a time."""
+
+    def __init__(self, f: Fields, schema: Schema, start: np.ndarray, end: np.ndarray, nrows: np.ndarray):
+        self.f, self.schema, self.nrows = f, schema, nrows
+        k, nc = len(start), len(schema.columns)
+        tl = len(schema.name.encode())
+        pos = start + (HEADER.size + tl + _pad(tl))
+        size = end - start
+        ok = (f.read("u1", start + 5) == nc) & (pos + 8 * nc <= end)
+        lengths = f.read("<u8", pos[:, None] + 8 * np.arange(nc)).astype(np.int64)  # >= 2**63: negative
+        ok &= ((lengths >= 0) & (lengths <= size[:, None])).all(axis=1)
+        padded = lengths + (-lengths % 8)
+        self.starts = pos[:, None] + 8 * nc + np.cumsum(padded, axis=1) - padded
+        ok &= self.starts[:, -1] + padded[:, -1] == end
+        self.lengths = lengths
+        self.ndict = np.zeros((k, nc), np.int64)
+        for j, (_, typ, item) in enumerate(schema.plan):
+            ln, s = lengths[:, j], self.starts[:, j]
+            if item:
+                ok &= ln == nrows * item
+            elif typ == "symbol":
+                nd = f.read("<u4", s).astype(np.int64)
+                head = 8 + 4 * (nd + 1)
+                datalen = f.read("<u4", s + 8 + 4 * nd).astype(np.int64)
+                ok &= ((ln >= 12) & (nd <= np.maximum(nrows, 1)) & (head + 4 * nrows <= ln)
+                       & (head + datalen + (-datalen % 4) + 4 * nrows == ln))
+                self.ndict[:, j] = nd
+            else:
+                ok[:] = False
+        self.regular = ok
+
+    def columns(self, sel: np.ndarray) -> tuple[list, int]:
+        """(columns, rows) of the regular messages `sel`, in the form Store.append_columns
+        takes: Spans for fixed-width columns, SymbolSpans for symbols."""
+        f, n = self.f, self.nrows[sel]
+        out = []
+        for j, (_, typ, item) in enumerate(self.schema.plan):
+            s = self.starts[sel, j]
+            if item:
+                out.append(Spans(f, _DTYPES[typ], s, n))
+            else:
+                out.append(self._symbols(s, self.lengths[sel, j], self.ndict[sel, j], n))
+        return out, int(n.sum())
+
+    def _symbols(self, s, ln, nd, n) -> SymbolSpans:
+        """Message k's section starts at s[k]: u32 ndict, u32 0, (ndict + 1) i32 offsets, words,
+        codes. Each dictionary entry becomes a key (its bytes and length packed in integers),
+        one Arrow hash pass finds the distinct keys, and only those are decoded in Python."""
+        f = self.f
+        base = np.zeros(len(nd), np.int64)
+        np.cumsum(nd[:-1], out=base[1:])
+        codes = Spans(f, "<u4", s + ln - 4 * n, n)
+        e = int(base[-1] + nd[-1]) if len(nd) else 0
+        if not e:
+            return SymbolSpans(codes, base, nd, np.zeros(0, np.int32), np.zeros(0, np.uint64))
+        i4 = f.view("<i4")
+        if (i4[s[nd > 0] + 8] != 0).any():
+            raise IrregularMessages("symbol dictionary offsets do not start at 0")
+        at = np.repeat(s + 8 - 4 * base, nd)  # entry j of message k: offsets at s[k] + 8 + 4j
+        at += np.arange(0, 4 * e, 4)
+        lo = i4[at]
+        at += 4
+        wlen = i4[at]
+        wlen -= lo
+        if wlen.min() < 0:
+            raise IrregularMessages("symbol dictionary offsets go backwards")
+        wstart = np.repeat(s + 12 + 4 * nd, nd)
+        wstart += lo
+        width = int(wlen.max())
+        lanes = width // 8 + 1
+        # offsets only grow within a message, and messages follow each other: the last is the
+        # furthest word
+        if width > 64 or int(wstart[-1]) + 8 * lanes > f.size:
+            raise IrregularMessages("symbol words too long, or too near the end of the buffer")
+        v = f.view("<u8")
+        # lanes of 8 bytes, the bytes past the word masked off, the length in the top byte
+        if lanes == 1:
+            keys = v[wstart]
+            keys &= _MASKS[wlen]
+            keys |= _LENGTH_BYTE[wlen]
+            enc = pc.dictionary_encode(pa.array(keys), memory_pool=_POOL)
+            uniq = enc.dictionary.to_numpy()
+        else:
+            keys = np.empty((e, lanes), np.uint64)
+            for i in range(lanes):
+                keys[:, i] = v[wstart + 8 * i] & _MASKS[np.clip(wlen - 8 * i, 0, 8)]
+            keys[:, -1] |= _LENGTH_BYTE[wlen]
+            fsb = pa.Array.from_buffers(pa.binary(8 * lanes), e, [None, pa.py_buffer(keys)])
+            enc = pc.dictionary_encode(fsb, memory_pool=_POOL)
+            d = enc.dictionary
+            uniq = np.frombuffer(d.buffers()[1], np.uint64, len(d) * lanes,
+                                 d.offset * 8 * lanes).reshape(len(d), lanes)
+        return SymbolSpans(codes, base, nd, enc.indices.to_numpy(zero_copy_only=False), uniq)
+
+
+# malloc's pool: Arrow's default (mimalloc) hands freed pages back to the OS between calls
+# spaced like a replay's blocks, and faulting them in again costs more than the hashing itself
+_POOL = pa.system_memory_pool()
+_LENGTH_BYTE = np.arange(65, dtype=np.uint64) << np.uint64(56)  # a key's top byte
+_MASKS = np.array([(1 << (8 * b)) - 1 for b in range(9)], np.uint64)

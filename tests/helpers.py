@@ -25,6 +25,10 @@ def write_config(home: Path, **sections) -> Path:
                         "ctl": f"tcp://127.0.0.1:{free_port()}", "heartbeat_ms": 100},
         "rdb": {"query": f"tcp://127.0.0.1:{free_port()}"},
         "hdb": {"query": f"tcp://127.0.0.1:{free_port()}"},
+        "gateway": {"intents": f"tcp://127.0.0.1:{free_port()}"},
+        "risk": {"ctl": f"tcp://127.0.0.1:{free_port()}"},
+        "venues.A": {"port": free_port()},
+        "venues.B": {"port": free_port()},
     }
     for name, values in sections.items():
         base.setdefault(name, {}).update(values)

@@ -20,6 +20,18 @@ NS_PER_S = 1_000_000_000
 NS_PER_DAY = 86_400 * NS_PER_S
 
 
+def known_zone(tz: str | None) -> str | None:
+    """`tz` if zoneinfo knows it (None passes); ValueError naming the fix otherwise."""
+    if tz is None:
+        return tz
+    try:
+        ZoneInfo(tz)
+    except Exception:  # noqa: BLE001 - ZoneInfoNotFoundError, ValueError for odd names, ...
+        raise ValueError(f"unknown time zone {tz!r}; use an IANA name such as "
+                         "\"America/New_York\", \"Europe/London\" or \"UTC\"") from None
+    return tz
+
+
 class Clock:
     def __init__(self, roll: str = "17:00", tz: str = "America/New_York"):
         h, m = map(int, roll.split(":"))

@@ -1,14 +1,17 @@
 """Tickerplant settings; the defaults here are the only ones."""
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from schemas.settings import Settings, StackSettings
+from tickerplant.clock import known_zone
 
 
 class EodSettings(Settings):
     time: str = Field("17:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")  # local roll time HH:MM
     tz: str = "America/New_York"
+
+    _zone = field_validator("tz")(known_zone)
 
 
 class TickerplantSettings(Settings):

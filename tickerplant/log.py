@@ -8,24 +8,40 @@ valid and where the first bad byte is. Payloads are batch messages (schemas/code
 "TSB1") or control records (magic "TSC1" + JSON, e.g. the end-of-day marker that closes a day).
 Writes go straight to the OS (no userspace buffer), so a record is readable by other processes
 as soon as `append` returns: subscribers fill gaps from the file while the TP runs.
+
+Two readers give the same records and stop at the same place with the same error:
+`LogReader.records` (plain: one step per record, reading 8 MB at a time) and
+`LogReader.blocks` (up to 65,536 records or 16 MB per step, found by one tight loop over the
+file memory-mapped, or read a chunk at a time into fresh buffers with `mapped=False`: a file
+another process truncates while it is mapped faults the reader, so long-running readers of a
+live log, such as subscribers and the TP's own check, read). Checksums are CRC-32 (zlib's
+polynomial and values), computed by zlib-ng when it is installed (~20 GB/s here), else by
+zlib (~1.5-3.5 GB/s).
 """
 from __future__ import annotations
 
 import datetime as dt
 import json
 import logging
+import mmap
 import os
 import struct
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
+
+try:  # the same CRC-32 as zlib.crc32, so the same log format, computed with SIMD
+    from zlib_ng.zlib_ng import crc32
+except ImportError:  # pragma: no cover - same values, several times slower
+    from zlib import crc32
+
 from schemas.codec import Header, peek
 from tickerplant.protocol import date_of, log_day, log_path, ymd
 
-__all__ = ["LogReader", "LogWriter", "LogError", "check", "repair", "scan", "log_path", "log_day",
-           "control", "parse_control", "is_control", "FILE_HEADER", "FRAME"]
+__all__ = ["LogReader", "LogWriter", "LogError", "Block", "check", "repair", "scan", "stopped",
+           "log_path", "log_day", "control", "parse_control", "is_control", "FILE_HEADER", "FRAME"]
 
 FILE_MAGIC = b"TSLOG\x00\x01\x00"
 FILE_HEADER = struct.Struct("<8sII")
@@ -54,7 +70,7 @@ def is_control(payload) -> bool:
 
 
 def _crc(payload, length: int, seq: int) -> int:
-    return zlib.crc32(payload, zlib.crc32(_LENSEQ.pack(length, seq)))
+    return crc32(payload, crc32(_LENSEQ.pack(length, seq)))
 
 
 def frame(seq: int, payload) -> bytes:
@@ -62,11 +78,74 @@ def frame(seq: int, payload) -> bytes:
     return FRAME.pack(n, _crc(payload, n, seq), seq)
 
 
-@dataclass
+@dataclass(slots=True)
 class Record:
     offset: int
     seq: int
     payload: memoryview
+
+
+@dataclass(slots=True)
+class Block:
+    """Consecutive valid records of a log: record i is framed at `buf[starts[i]:]`, its payload
+    is `buf[starts[i] + FRAME.size: ends[i]]`, its seq `first_seq + i`, and `buf[0]` is byte
+    `base` of the file. `buf` is the file mapped in memory or a fresh chunk of it: payload
+    views stay valid as long as they are held."""
+    buf: object
+    base: int
+    starts: np.ndarray  # int64
+    ends: np.ndarray    # int64
+    first_seq: int
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def records(self) -> Iterator[Record]:
+        mv, base, seq = memoryview(self.buf), self.base, self.first_seq
+        for s, e in zip(self.starts.tolist(), self.ends.tolist()):
+            yield Record(base + s, seq, mv[s + FRAME.size: e])
+            seq += 1
+
+
+_SHORT = "short"  # _walk's verdict when the buffer ends inside a record
+_LENGTH_CRC: dict[int, int] = {}  # crc32 of a length field, by length: lengths repeat
+
+
+def _walk(buf, mv, pos: int, end: int, expect: int, verify: bool, base: int,
+          limit: int, stop: int) -> tuple[list[int], int, str | None]:
+    """Frame offsets of up to `limit` consecutive valid records from `pos` in `buf[:end]`,
+    starting none at or past `stop`, the offset after the last of them, and why it stopped:
+    None (a limit or a clean end), _SHORT (the buffer ends inside a record), else the error as
+    `LogReader.records` words it. The one loop in the log's hot path that runs per record:
+    keep it to a few operations."""
+    starts: list[int] = []
+    add = starts.append
+    unpack = FRAME.unpack_from
+    head = FRAME.size
+    top = expect + limit
+    lencrc = _LENGTH_CRC
+    while expect < top and pos < stop:
+        if pos + head > end:
+            return starts, pos, _SHORT if pos < end else None
+        length, crc, seq = unpack(buf, pos)
+        nxt = pos + head + length
+        if nxt > end:
+            return starts, pos, _SHORT
+        if seq != expect:
+            return starts, pos, f"record at byte {base + pos} has seq {seq}, expected {expect}"
+        if verify:  # crc(length, seq, payload): seq and payload are adjacent in the frame
+            try:
+                c = lencrc[length]
+            except KeyError:
+                if len(lencrc) > 4096:
+                    lencrc.clear()
+                c = lencrc[length] = crc32(length.to_bytes(4, "little"))
+            if crc32(mv[pos + 8: nxt], c) != crc:
+                return starts, pos, f"checksum mismatch in record {seq} at byte {base + pos}"
+        add(pos)
+        pos = nxt
+        expect += 1
+    return starts, pos, None
 
 
 @dataclass
@@ -148,6 +227,86 @@ class LogReader:
     def end_offset(self, rec: Record) -> int:
         return rec.offset + FRAME.size + len(rec.payload)
 
+    def blocks(self, offset: int = FILE_HEADER.size, after_seq: int = 0, verify: bool = True,
+               last_seq: int | None = None, mapped: bool = True, block: int = 1 << 16,
+               block_bytes: int = 16 << 20) -> Iterator[Block]:
+        """The records `records` gives (stopping at the same place, with the same `error`),
+        up to `block` records or about `block_bytes` bytes at a time (so what works on a block
+        works in cache), none after `last_seq`. Python work is a few operations per record
+        (framing and checksum); whatever reads the payloads can work per block."""
+        self.error = None
+        expect = after_seq + 1
+        with open(self.path, "rb") as f:
+            if mapped:
+                size = os.fstat(f.fileno()).st_size
+                if size <= offset:
+                    return
+                buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+                yield from self._blocks(buf, 0, offset, size, expect, verify, last_seq, block,
+                                        block_bytes, None)
+                return
+            f.seek(offset)
+            rest: bytes = b""
+            base, need = offset, 0
+            while True:
+                # a fresh buffer per chunk (never reused: yielded payloads point into it), big
+                # enough for the record begun in `rest`, but no bigger than the file allows (a
+                # damaged length field may claim up to 4 GB)
+                room = os.fstat(f.fileno()).st_size - base
+                buf = np.empty(max(len(rest) + self.chunk, min(need, room)), np.uint8)
+                buf[: len(rest)] = np.frombuffer(rest, np.uint8)
+                got = f.readinto(memoryview(buf)[len(rest):])
+                if not got:
+                    if rest:
+                        self.error = f"incomplete record at byte {base}"
+                    return
+                size = len(rest) + got
+                pos = yield from self._blocks(buf, base, 0, size, expect, verify, last_seq, block,
+                                              block_bytes, f)
+                if pos is None:
+                    return
+                consumed, expect, need = pos
+                rest = bytes(buf[consumed: size])
+                base += consumed
+
+    def _blocks(self, buf, base: int, pos: int, size: int, expect: int, verify: bool,
+                last_seq: int | None, block: int, block_bytes: int, more):
+        """Walk `buf[pos:size]` block by block. Returns None when done (self.error set if it
+        stopped on an error), or (offset, next seq, bytes the record there needs if known)
+        when `more` (the file) may hold the rest."""
+        mv = memoryview(buf)
+        while True:
+            limit = block if last_seq is None else min(block, last_seq - expect + 1)
+            if limit <= 0:
+                return None
+            starts, nxt, why = _walk(buf, mv, pos, size, expect, verify, base, limit, pos + block_bytes)
+            if starts:
+                st = np.array(starts, np.int64)
+                ends = np.empty_like(st)
+                ends[:-1] = st[1:]
+                ends[-1] = nxt
+                yield Block(buf, base, st, ends, expect)
+                expect += len(starts)
+            pos = nxt
+            if why is None:
+                if pos >= size or (last_seq is not None and expect > last_seq):
+                    return None if more is None or pos < size else (pos, expect, 0)
+                continue
+            if why is _SHORT:
+                if more is None:
+                    self.error = f"incomplete record at byte {base + pos}"
+                    return None
+                need = FRAME.size + FRAME.unpack_from(buf, pos)[0] if size - pos >= FRAME.size else 0
+                return pos, expect, need
+            self.error = why
+            return None
+
+    def batched_records(self, offset: int = FILE_HEADER.size, after_seq: int = 0,
+                        verify: bool = True, mapped: bool = True) -> Iterator[Record]:
+        """`records`, found a block at a time by `blocks`."""
+        for b in self.blocks(offset, after_seq, verify, mapped=mapped):
+            yield from b.records()
+
 
 def check(path: str | Path, visit=None) -> CheckResult:
     """How many records are valid, and where the first bad byte is. `visit(record)`, if
@@ -158,14 +317,26 @@ def check(path: str | Path, visit=None) -> CheckResult:
         r = LogReader(path)
     except LogError as e:
         return CheckResult(path, None, 0, 0, 0, size, str(e))
-    n, last, end, ended = 0, 0, FILE_HEADER.size, False
-    for rec in r.records():
+    n, last, end, tail = 0, 0, FILE_HEADER.size, None
+    # read, not mapped: the TP checks its own log and then may truncate a torn tail
+    for b in r.blocks(mapped=False):
         if visit is not None:
-            visit(rec)
-        n, last, end = n + 1, rec.seq, r.end_offset(rec)
-        ended = is_control(rec.payload) and "eod" in parse_control(rec.payload)
+            for rec in b.records():
+                visit(rec)
+        n, last, end = n + len(b), b.first_seq + len(b) - 1, int(b.ends[-1]) + b.base
+        tail = memoryview(b.buf)[int(b.starts[-1]) + FRAME.size: int(b.ends[-1])]
+    ended = tail is not None and is_control(tail) and "eod" in parse_control(tail)
     err = r.error if end < size else None
     return CheckResult(path, r.date, n, last, end, size, err, ended)
+
+
+def stopped(path, error: str, strict: bool = True) -> None:
+    """A read stopped at a damaged record: LogError saying what to run next, or a warning."""
+    why = (f"{path}: stopped at {error}; everything before it was read. "
+           f"Run `tickstack log check {path}` / `tickstack log repair {path}`")
+    if strict:
+        raise LogError(why)
+    log.warning(why)
 
 
 def scan(path: str | Path, tables=None, first: int | None = None, verify: bool = True,
@@ -174,29 +345,26 @@ def scan(path: str | Path, tables=None, first: int | None = None, verify: bool =
     only the first `first` records, checksums re-checked with `verify`, a progress bar over
     the file's bytes with `progress`. Work is per record, never per row. A damaged record
     ends the scan: with `strict`, LogError saying what to run (everything before it was
-    yielded); otherwise a warning."""
+    yielded); otherwise a warning. The file is memory-mapped: payloads point into it."""
     from tqdm import tqdm
 
     reader = LogReader(path)
     wanted = set(tables) if tables else None
     with tqdm(total=Path(path).stat().st_size, unit="B", unit_scale=True, leave=False,
               desc=f"reading {Path(path).name}", disable=None if progress else True) as bar:
-        for rec in reader.records(verify=verify):
-            if first is not None and rec.seq > first:
-                break
-            if rec.seq % 256 == 0:
-                bar.update(reader.end_offset(rec) - bar.n)
-            if is_control(rec.payload):
-                continue
-            head = peek(rec.payload)
-            if wanted is None or head.table in wanted:
-                yield rec.seq, head, rec.payload
+        # the record after the `first` is read too (and so checked), as LogReader.records does
+        for b in reader.blocks(verify=verify, last_seq=None if first is None else first + 1):
+            bar.update(b.base + int(b.ends[-1]) - bar.n)
+            for rec in b.records():
+                if first is not None and rec.seq > first:
+                    break
+                if is_control(rec.payload):
+                    continue
+                head = peek(rec.payload)
+                if wanted is None or head.table in wanted:
+                    yield rec.seq, head, rec.payload
     if reader.error:
-        why = (f"{path}: stopped at {reader.error}; everything before it was read. "
-               f"Run `tickstack log check {path}` / `tickstack log repair {path}`")
-        if strict:
-            raise LogError(why)
-        log.warning(why)
+        stopped(path, reader.error, strict)
 
 
 def _salvage(data: bytes, start: int) -> Iterator[tuple[int, bytes]]:

@@ -338,7 +338,8 @@ class Subscriber:
                 return
             self.reader = LogReader(path)
         offset, seq = self.cursor
-        for rec in self.reader.records(offset, seq):
+        # read a chunk at a time, not mapped: the TP may cut a torn tail off a file it continues
+        for rec in self.reader.batched_records(offset, seq, mapped=False):
             if until is not None and rec.seq >= until:
                 break
             self.cursor = (self.reader.end_offset(rec), rec.seq)

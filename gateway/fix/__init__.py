@@ -9,7 +9,7 @@
 
 quickfix comes from the `quickfix-tls` wheel (import name `quickfix`); see pyproject.toml.
 """
-from gateway.fix.app import (CLIENT_ACCEPTS, VENUE_ACCEPTS, BusinessReject, FixApp, LoggedOn,
+from gateway.fix.app import (CLIENT_ACCEPTS, VENUE_ACCEPTS, BusinessReject, FixApp, Heartbeat, LoggedOn,
                              LoggedOut, Received, SessionReject)
 from gateway.fix.convert import (MessageError, fields_of, format_price, format_time, from_fields, from_fix,
                                  parse_time, to_fix)
@@ -18,7 +18,7 @@ from gateway.fix.inbox import Inbox
 from gateway.fix.session_settings import (DICTIONARY, SessionSpec, acceptor_settings, acceptor_text,
                                           initiator_settings, initiator_text)
 
-__all__ = ["CLIENT_ACCEPTS", "VENUE_ACCEPTS", "BusinessReject", "FixApp", "LoggedOn", "LoggedOut",
+__all__ = ["CLIENT_ACCEPTS", "VENUE_ACCEPTS", "BusinessReject", "FixApp", "Heartbeat", "LoggedOn", "LoggedOut",
            "Received", "SessionReject", "MessageError", "fields_of", "format_price", "format_time",
            "from_fields", "from_fix",
            "parse_time", "to_fix", "Endpoint", "Inbox", "DICTIONARY", "SessionSpec", "acceptor_settings",

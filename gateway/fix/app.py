@@ -18,9 +18,21 @@ What gets through is one event per message, given to `deliver` (typically `Inbox
                                                        CancelReject)
     SessionReject(session, ref_seq, ref_tag, reason, text)    - the peer sent us a 35=3
     BusinessReject(session, ref_seq, ref_msg_type, reason, text) - the peer sent us a 35=j
+    Heartbeat(session, test_req_id)                 - the answer to our `test_request`
 `session` is quickfix's SessionID string, e.g. "FIX.4.4:VENUE_A->GATEWAY". The consumer, a
 single thread, does the real work and answers with `send(session, obj)`, which is safe from
 any thread (quickfix locks the session).
+
+Resends. When the peer asks for messages again (ResendRequest), quickfix resends what it stored
+with PossDupFlag=Y, calling `toApp` first. With `resend_app=False` (the gateway) `toApp` refuses
+every application message on a resend and quickfix gap-fills it instead: an order that did not
+reach the venue when it was sent must not arrive later, when the market has moved and the
+sender may already have counted it as canceled. The venues resend (their reports are facts).
+
+`test_request(session, id)` sends a TestRequest; the peer's Heartbeat answer carries the id and
+is delivered as `Heartbeat`. quickfix delivers a session's incoming messages in sequence order,
+so when that Heartbeat arrives, every message the peer sent before it (including what it
+resent after a logon) has been delivered: the gateway uses this to know a venue caught up.
 """
 from __future__ import annotations
 
@@ -73,6 +85,12 @@ class SessionReject:
 
 
 @dataclass(frozen=True, slots=True)
+class Heartbeat:
+    session: str
+    test_req_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class BusinessReject:
     session: str
     ref_seq: int | None
@@ -97,14 +115,19 @@ class FixApp(fix.Application):
     """Validates, converts and hands over; never raises anything but quickfix's exceptions.
     `accepts` is the set of MsgTypes (35) this end takes (VENUE_ACCEPTS or CLIENT_ACCEPTS)."""
 
-    def __init__(self, deliver: Callable[[object], None], accepts: Iterable[str]):
+    def __init__(self, deliver: Callable[[object], None], accepts: Iterable[str],
+                 resend_app: bool = True):
         super().__init__()
         self.deliver = deliver
         self.accepts = frozenset(accepts)
+        self.resend_app = resend_app
+        # what a received message's `venue` says: the peer's CompID, or the name given here
+        self.venue_names: dict[str, str] = {}
         self.sessions: dict[str, fix.SessionID] = {}
         self._lock = threading.Lock()
         self.counters = {"received": 0, "logons": 0, "logouts": 0, "parse_errors": 0,
-                         "unsupported": 0, "errors": 0, "rejects_received": 0, "sent": 0}
+                         "unsupported": 0, "errors": 0, "rejects_received": 0, "sent": 0,
+                         "gap_filled": 0}
 
     def count(self, key: str, n: int = 1) -> None:
         with self._lock:
@@ -125,6 +148,19 @@ class FixApp(fix.Application):
         if ok:
             self.count("sent")
         return ok
+
+    def test_request(self, session: str, test_req_id: str) -> bool:
+        """Send a TestRequest (35=1); the answer arrives as a `Heartbeat` event."""
+        sid = self.sessions.get(session)
+        if sid is None:
+            return False
+        msg = fix.Message()
+        msg.getHeader().setField(35, "1")
+        msg.setField(112, test_req_id)
+        try:
+            return fix.Session.sendToTarget(msg, sid)
+        except fix.SessionNotFound:
+            return False
 
     def logged_on(self, session: str) -> bool:
         sid = self.sessions.get(session)
@@ -158,11 +194,24 @@ class FixApp(fix.Application):
         pass
 
     def toApp(self, msg, sid):
-        pass
+        if self.resend_app:
+            return
+        try:
+            h = msg.getHeader()
+            resend = h.isSetField(POSS_DUP) and h.getField(POSS_DUP) == "Y"
+        except Exception:
+            self._failed("toApp")
+            return
+        if resend:
+            self.count("gap_filled")
+            raise fix.DoNotSend()      # quickfix's own exception: it gap-fills this message
 
     def fromAdmin(self, msg, sid):
         try:
-            if msg_type(msg) == "3":
+            kind = msg_type(msg)
+            if kind == "0" and msg.isSetField(112):
+                self.deliver(Heartbeat(sid.toString(), msg.getField(112)))
+            elif kind == "3":
                 self.count("rejects_received")
                 ev = SessionReject(sid.toString(), _int_field(msg, 45) or 0, _int_field(msg, 371),
                                    _int_field(msg, 373), _field(msg, 58) or "")
@@ -185,7 +234,8 @@ class FixApp(fix.Application):
                             f"MsgType {kind} is not accepted here; this end takes {sorted(self.accepts)}")
                 return
             fields = fields_of(msg)
-            obj = from_fields(fields, venue=sid.getTargetCompID().getValue())
+            peer = sid.getTargetCompID().getValue()
+            obj = from_fields(fields, venue=self.venue_names.get(peer, peer))
             self.deliver(Received(sid.toString(), obj, int(fields.get(MSG_SEQ_NUM, 0)),
                                   fields.get(POSS_DUP) == "Y", reject_reason(fields) if kind == "8" else None))
             self.count("received")

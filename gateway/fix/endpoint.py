@@ -29,13 +29,13 @@ log = logging.getLogger("fix")
 
 class Endpoint:
     def __init__(self, settings: fix.SessionSettings, role: str, accepts: Iterable[str],
-                 sessions: list[str]):
+                 sessions: list[str], resend_app: bool = True):
         if role not in ("acceptor", "initiator"):
             raise ValueError(f"role {role!r}: 'acceptor' or 'initiator'")
         self.role = role
         self.sessions = sessions
         self.inbox = Inbox()
-        self.app = FixApp(self.inbox.put, accepts)
+        self.app = FixApp(self.inbox.put, accepts, resend_app)
         self._settings = settings          # quickfix keeps references into these objects
         self._store = fix.FileStoreFactory(settings)
         self._logs = fix.FileLogFactory(settings)
@@ -56,11 +56,14 @@ class Endpoint:
     @classmethod
     def initiator(cls, sessions: Iterable[SessionSpec], *, heartbeat_s: int, reconnect_s: int,
                   directory: Path, accepts: Iterable[str] = CLIENT_ACCEPTS,
-                  reset_on_logon: bool = False) -> "Endpoint":
+                  reset_on_logon: bool = False, resend_app: bool = True) -> "Endpoint":
+        """`resend_app=False`: application messages asked for again are gap-filled, never
+        resent (see gateway.fix.app)."""
         sessions = list(sessions)
         qf = initiator_settings(sessions, heartbeat_s=heartbeat_s, reconnect_s=reconnect_s,
                                 directory=directory, reset_on_logon=reset_on_logon)
-        return cls(qf, "initiator", accepts, [f"FIX.4.4:{s.sender}->{s.target}" for s in sessions])
+        return cls(qf, "initiator", accepts, [f"FIX.4.4:{s.sender}->{s.target}" for s in sessions],
+                   resend_app)
 
     def start(self) -> "Endpoint":
         with self._lock:
@@ -88,6 +91,15 @@ class Endpoint:
 
     def send(self, session: str, obj, reject_reason: int | None = None) -> bool:
         return self.app.send(session, obj, reject_reason)
+
+    def next_target_seq(self, session: str) -> int:
+        """The MsgSeqNum this end expects next from the peer (from the file store)."""
+        return fix.Session.lookupSession(self.app.sessions[session]).getExpectedTargetNum()
+
+    def set_next_target_seq(self, session: str, seq: int) -> None:
+        """Expect `seq` next from the peer: set lower than the store's, the peer is asked to
+        resend everything from `seq` at the next logon. Call before `start`."""
+        fix.Session.lookupSession(self.app.sessions[session]).setNextTargetMsgSeqNum(seq)
 
     def logged_on(self, session: str | None = None) -> bool:
         """Is `session` (default: every session) logged on?"""

@@ -11,10 +11,13 @@ import time
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from hdb_testdata import DAY, make_quotes, make_trades, sorted_by_sym_time
 
 from hdb.eod import EodError, list_partitions, rebuild_from_log, save_day
@@ -222,3 +225,79 @@ def test_rebuild_from_a_torn_log_keeps_the_valid_records(tmp_path, registry, cap
     assert out == {"trade": 4_000}
     assert as_plain(pq.read_table(part_dir(tmp_path / "hdb"))).equals(
         as_plain(sorted_by_sym_time(trades.slice(0, 4_000))))
+
+
+# -- the RDB's path: save_day on Store.snapshot() (chunked, one shared sym dictionary) ----------
+def wide_registry():
+    from schemas.registry import Registry, _parse
+    wide = _parse("wide", {"time": "timestamp", "sym": "symbol", "note": "string",
+                           "px": "float64", "f": "float32", "n": "int64", "i": "int32",
+                           "h": "int16", "b": "int8", "ok": "bool", "venue": "symbol"}, "test")
+    return Registry({"wide": wide, "trade": load_registry()["trade"]})
+
+
+def load_registry():
+    from schemas.registry import load_registry as load
+    return load()
+
+
+def wide_batch(rng, n: int, t0: int, sorted_time: bool) -> pa.RecordBatch:
+    t = t0 + rng.integers(0, 50, n)   # few distinct times: many ties within a sym
+    if sorted_time:
+        t.sort()
+    syms = np.array(["Q", "B", "ZZ", "A", "M", "K"])
+    return pa.record_batch({
+        "time": pa.array(t, pa.timestamp("ns")),
+        "sym": pa.array(syms[rng.integers(0, len(syms), n)]).dictionary_encode(),
+        "note": pa.array([f"n{x}" for x in rng.integers(0, 1000, n)]),
+        "px": np.round(rng.random(n) * 10, 1), "f": rng.random(n).astype(np.float32),
+        "n": rng.integers(-2**40, 2**40, n), "i": rng.integers(-5, 5, n).astype(np.int32),
+        "h": rng.integers(-5, 5, n).astype(np.int16), "b": rng.integers(-5, 5, n).astype(np.int8),
+        "ok": rng.random(n) < 0.5,
+        "venue": pa.array(np.array(["X", "Y"])[rng.integers(0, 2, n)]).dictionary_encode()})
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32 - 1), chunk_rows=st.sampled_from([5, 64, 1000]),
+       sorted_time=st.booleans(), run_rows=st.sampled_from([1, 10**9]),
+       parts=st.sampled_from([1, 3]))
+def test_eod_of_a_chunked_snapshot_equals_eod_of_the_combined_day_file_for_file(
+        seed, chunk_rows, sorted_time, run_rows, parts):
+    """Rows are gathered straight from the Store's chunks (runs of one chunk, or grouped by
+    chunk and scattered): the files are byte for byte those of the same day combined first,
+    and read back as the day sorted by sym then time."""
+    import tempfile
+
+    import hdb.eod as eod
+    from rdb.store import Store
+
+    reg = wide_registry()
+    rng = np.random.default_rng(seed)
+    store = Store(reg, ["wide", "trade"], chunk_rows=chunk_rows)
+    t0 = 10**18
+    for _ in range(int(rng.integers(1, 12))):
+        n = int(rng.integers(0, 300))
+        store.append("wide", wide_batch(rng, n, t0, sorted_time))
+        t0 += 50 if sorted_time else 0
+    store.append("trade", make_trades(int(rng.integers(1, 400)), nsyms=7, seed=seed).to_batches()[0])
+    snap = store.snapshot()
+    with tempfile.TemporaryDirectory() as d, pytest.MonkeyPatch.context() as mp:
+        mp.setattr(eod, "MIN_CHUNK_ROWS", 1)       # keep tiny chunks: exercise the gather
+        mp.setattr(eod, "RUN_ROWS", run_rows)
+        mp.setattr(eod, "PARALLEL_MIN_ROWS", 1 if parts > 1 else 10**9)
+        mp.setattr(eod.os, "cpu_count", lambda: parts)
+        chunked, combined = Path(d) / "chunked", Path(d) / "combined"
+        rows = save_day(chunked, DAY, snap, reg, progress=False)
+        assert save_day(combined, DAY, {k: t.combine_chunks() for k, t in snap.items()}, reg,
+                        progress=False) == rows
+        files = sorted(p.relative_to(chunked) for p in chunked.rglob("*.parquet"))
+        assert files == sorted(p.relative_to(combined) for p in combined.rglob("*.parquet"))
+        for f in files:
+            assert (chunked / f).read_bytes() == (combined / f).read_bytes(), f
+        for name, t in snap.items():
+            if not t.num_rows:
+                continue
+            got = pq.read_table(part_dir(chunked, name))
+            got = got.cast(pa.schema([(f.name, pa.string()) if pa.types.is_dictionary(f.type)
+                                      else f for f in got.schema]))
+            assert got.equals(sorted_by_sym_time(t).cast(got.schema)), name

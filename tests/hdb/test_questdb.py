@@ -3,6 +3,8 @@ dedup key, tie numbering, retries and reporting when QuestDB is down. Live round
 with QUESTDB_ADDR="host:http_port,pg_port" (e.g. 127.0.0.1:9000,8812); no server is faked."""
 from __future__ import annotations
 
+import re
+
 import os
 import time
 import uuid
@@ -50,14 +52,17 @@ def test_ilp_lines(registry):
 
 
 def test_ilp_for_every_symbol_column(registry):
-    order = pa.table({"time": pa.array([NS], pa.timestamp("ns")), "sym": ["X"], "id": ["o1"],
-                      "side": ["buy"], "qty": [5], "price": [9.5], "type": ["limit"],
-                      "status": ["new"], "account": ["acc 1"]})
+    values = {"time": pa.array([NS], pa.timestamp("ns")), "sym": ["X"], "id": ["o1"],
+              "side": ["buy"], "qty": [5], "price": [9.5], "type": ["limit"],
+              "status": ["new"], "account": ["acc 1"]}
+    blank = {"symbol": "", "string": "", "int64": 0, "float64": 0.0}   # the columns not looked at
+    order = pa.table({c.name: values[c.name] if c.name in values else [blank[c.type]]
+                      for c in registry["order"].columns})
     buf = new_buffer(protocol_version=1)
     fill_buffer(buf, registry["order"], with_ties(order, registry["order"]))
     line = bytes(buf).decode().strip()
-    tags, ts = line.split(" ", 1)[0], line.split(" ")[-1]
-    assert tags.startswith("order,") and "sym=X" in tags and "side=buy" in tags and "account=acc\\ 1" in line
+    tags, ts = re.split(r"(?<!\\) ", line, maxsplit=1)[0], line.split(" ")[-1]   # an escaped space is in a value
+    assert tags.startswith("order,") and "sym=X" in tags and "side=buy" in tags and "account=acc\\ 1" in tags
     assert 'id="o1"' in line and "qty=5i" in line and ts == str(NS)
 
 

@@ -23,13 +23,15 @@ def trade_rows(draw):
             "size": draw(st.lists(i64, min_size=n, max_size=n))}
 
 
+# values per column type, for tables whose columns are read from the registry (order)
+BY_TYPE = {"timestamp": i64, "int64": i64, "symbol": syms, "string": st.text(max_size=20),
+           "float64": st.floats(allow_nan=False)}
+
+
 @st.composite
 def order_rows(draw):
     n = draw(st.integers(0, 30))
-    t = lambda s: draw(st.lists(s, min_size=n, max_size=n))  # noqa: E731
-    return {"time": t(i64), "sym": t(syms), "id": t(st.text(max_size=20)), "side": t(syms),
-            "qty": t(i64), "price": t(st.floats(allow_nan=False)), "type": t(syms),
-            "status": t(syms), "account": t(syms)}
+    return {c.name: draw(st.lists(BY_TYPE[c.type], min_size=n, max_size=n)) for c in REG["order"].columns}
 
 
 def _same(batch: pa.RecordBatch, cols: dict) -> None:

@@ -1,0 +1,7 @@
+"""`python -m gateway [--config FILE] [--home DIR]`: the order gateway process (gateway.gateway)."""
+from gateway.config import GatewayConfig
+from gateway.gateway import Gateway
+from schemas.process import serve
+
+if __name__ == "__main__":
+    serve("gateway", GatewayConfig, Gateway.from_config)
