@@ -1,6 +1,8 @@
 """tickstack: run the stack, push and query data, inspect and fix logs, benchmark.
 
+    tickstack demo [--seconds N]          # start it all, watch, end the day, query, backtest, stop
     tickstack run                         # the whole stack with the simulated feed, until Ctrl-C
+    tickstack top [--once]                # live view of a running stack
     tickstack start|stop|status [PROC]    # tp rdb hdb feed venue-A venue-B gateway risk strategy-pairs
     tickstack query "select ..."          # SQL over today (rdb), history (hdb) or both (all)
     tickstack order buy|sell SYM QTY [--limit PX]; orders; cancel ID; halt; resume
