@@ -62,3 +62,48 @@ def test_demo_with_a_port_taken_says_which_key_to_change_and_leaves_nothing_runn
     assert "set another port for rdb.query in your config" in r.stderr
     assert "stopped: tp" in r.stdout                       # what had started is stopped again
     assert not [x for x in s.status().values() if x["state"] == "running"]
+
+
+def _demo_until_live(s, seconds: str = "60"):
+    """`tickstack demo` as a child process, once its live view has begun; (process, output so far)."""
+    import subprocess
+    import sys
+    import time
+    p = subprocess.Popen([sys.executable, *s.argv("demo", "--seconds", seconds)], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    s.others.append(p)
+    seen = []
+    end = time.monotonic() + 90
+    while time.monotonic() < end:
+        line = p.stdout.readline()
+        if not line:
+            break
+        seen.append(line)
+        if line.startswith("live view"):
+            return p, "".join(seen)
+    raise AssertionError("the demo did not reach its live view: " + "".join(seen))
+
+
+def test_a_process_dying_during_the_demo_fails_it_naming_the_log_and_stops_the_rest(cli):
+    import os
+    import signal
+    s = cli(feed={"rate": 200.0})
+    p, _ = _demo_until_live(s)
+    os.kill(processes.pid_of(s.cfg, "feed"), signal.SIGKILL)
+    out, err = p.communicate(timeout=90)
+    assert p.returncode == 1
+    assert f"demo failed at live view: feed stopped running; see {s.cfg.log_dir / 'feed.log'}" in err
+    assert "stopped: strategy-pairs risk gateway venue-B venue-A hdb rdb tp" in out
+    assert not [x for x in s.status().values() if x["state"] == "running"]
+
+
+def test_ctrl_c_during_the_demo_stops_the_stack(cli):
+    import signal
+    s = cli(feed={"rate": 200.0})
+    p, _ = _demo_until_live(s)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=90)
+    assert p.returncode == 130, err
+    assert "interrupted at live view" in out and "demo interrupted; the stack is stopped" in err
+    assert "stopped: strategy-pairs risk gateway venue-B venue-A feed hdb rdb tp" in out
+    assert not [x for x in s.status().values() if x["state"] == "running"]
