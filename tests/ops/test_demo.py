@@ -107,3 +107,13 @@ def test_ctrl_c_during_the_demo_stops_the_stack(cli):
     assert "interrupted at live view" in out and "demo interrupted; the stack is stopped" in err
     assert "stopped: strategy-pairs risk gateway venue-B venue-A feed hdb rdb tp" in out
     assert not [x for x in s.status().values() if x["state"] == "running"]
+
+
+def test_the_demo_leaves_a_running_stack_alone(cli):
+    s = cli()
+    processes.start(s.cfg, ["tp"], s.config)
+    pid = processes.running(s.cfg, "tp")
+    r = s.ts("demo", "--seconds", "5", ok=False)
+    assert r.returncode == 1 and f"a stack is already running under {s.cfg.root} (tp)" in r.stderr
+    assert "`tickstack stop` first, or give the demo another --home" in r.stderr
+    assert processes.running(s.cfg, "tp") == pid            # neither ended nor stopped
