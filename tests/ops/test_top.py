@@ -8,11 +8,12 @@ import json
 import time
 
 import pytest
+from hypothesis import given, settings, strategies as hs
 from rich.console import Console
 
 from helpers import send, wait_for
 from ops import processes
-from ops.top import render, snapshot, summary_line
+from ops.top import LOG_TAIL_BYTES, error_lines, render, snapshot, summary_line
 
 
 def text(renderable, width=140) -> str:
@@ -100,6 +101,24 @@ def test_snapshot_of_a_stack_that_is_not_running(cli):
     assert "down" in snap["tp"] and "down" in snap["rdb"] and "down" in snap["risk"]
     assert snap["errors"] == ["rdb: 2026-11-20 10:00:01 rdb ERROR disk full: free space under hdb"]
     assert "rdb ERROR disk full" in text(render(snap))
+
+
+@settings(max_examples=60, deadline=None)
+@given(junk=hs.binary(max_size=300), lines=hs.lists(hs.sampled_from(
+    ["x INFO ok", "x ERROR disk full", "Traceback (most recent call last):", "ValueError: bad"]), max_size=20))
+def test_error_lines_take_any_log_bytes(tmp_path_factory, junk, lines):
+    """A process log holds whatever the process wrote (binary junk, cut UTF-8): the view reads
+    it without failing and shows exactly its ERROR and traceback lines."""
+    log = tmp_path_factory.mktemp("logs") / "x.log"
+    log.write_bytes(junk.replace(b"ERROR", b"").replace(b"Traceback", b"").replace(b"Error:", b"")
+                    + b"\n" + "\n".join(lines).encode() + b"\n")
+    assert error_lines(log) == [x for x in lines if "ERROR" in x or "Traceback" in x or "Error:" in x]
+
+
+def test_error_lines_read_only_the_logs_tail(tmp_path):
+    log = tmp_path / "big.log"
+    log.write_text("x ERROR old\n" + "y INFO filler\n" * (LOG_TAIL_BYTES // 10) + "x ERROR new\n")
+    assert error_lines(log) == ["x ERROR new"]
 
 
 @pytest.mark.process
