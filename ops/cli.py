@@ -97,7 +97,14 @@ def status(cfg, names, as_json):
         elif "trading" in r:
             extra = (f"  trading={r['trading']} books={r['books']}"
                      + (f" breached={','.join(r['breached'])}" if r["breached"] else ""))
-        click.echo(f"{r['name']:14} {r['state']:12} {r['pid'] or '-':>8}{extra}")
+        state = r["state"]
+        if r.get("quiet"):
+            age = r.get("heartbeat_age_s")
+            state += f" (quiet {age:.0f}s)" if age is not None else " (quiet)"
+        if "rates" in r:
+            extra += (f"  in={r['rates']['in']:.0f}/s out={r['rates']['out']:.0f}/s lag={r['lag']}"
+                      + (f" errors={r['errors']}" if r["errors"] else ""))
+        click.echo(f"{r['name']:14} {state:12} {r['pid'] or '-':>8}{extra}")
 
 
 @cli.command()
