@@ -23,9 +23,9 @@ a heartbeat lost is simply not there; the next one follows).
 Never blocking its process: the DEALER has ZMQ_IMMEDIATE (nothing queues inside ZeroMQ for a
 TP that is not connected) and a send high-water mark of a few messages, and every send is
 NOBLOCK: while the TP is down, or not reading, the row is dropped and counted
-(`tickstack_heartbeats_dropped_total`). ZeroMQ reconnects by itself; the first row goes half a
-second after start, so a TP that is up has been connected by then (its slow-joiner delay is a
-subscriber's problem, not an ingest sender's: the ROUTER takes what arrives once connected).
+(`tickstack_heartbeats_dropped_total`). ZeroMQ reconnects by itself; the first row goes one
+interval after start, so a TP that is up has been connected by then (the slow-joiner delay is
+a subscriber's problem, not an ingest sender's: the ROUTER takes what arrives once connected).
 
 Metrics. `prometheus_client` serves the process's own registry on `[health] metrics_host`
 (loopback by default) at the configured port (0: a free one); the bound address is written
@@ -59,7 +59,6 @@ from tickerplant.config import HealthSettings, TickerplantSettings
 log = logging.getLogger("health")
 
 TABLE = "heartbeat"
-FIRST_BEAT_S = 0.5          # the first row, after the DEALER had time to connect
 SEND_HWM = 4                # rows queued in ZeroMQ for a connected TP, at most
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
@@ -204,7 +203,7 @@ class Monitor:
             if self.send is None:
                 self._sender = IngestSender(self.tp)
                 self.send = self._sender
-            wait = min(FIRST_BEAT_S, every)
+            wait = every
             while not self._stop.wait(wait):
                 t0 = time.monotonic()
                 try:
