@@ -260,10 +260,18 @@ class Monitor:
         registry = CollectorRegistry(auto_describe=False)
         registry.register(_Collector(self))
         port = s.metrics_ports.get(self.name, 0)
-        self._server, _ = start_http_server(port, addr=s.metrics_host, registry=registry)
+        f = self._metrics_file()
+        try:
+            self._server, _ = start_http_server(port, addr=s.metrics_host, registry=registry)
+        except OSError as e:  # the process matters more than its metrics: run on without them
+            log.error("%s: cannot serve metrics on %s:%d (%s); running without them: set "
+                      "[health] metrics_ports.%s to a free port, or 0 for any", self.name,
+                      s.metrics_host, port, e, self.name)
+            if f is not None:
+                f.unlink(missing_ok=True)
+            return
         host = s.metrics_host if ":" not in s.metrics_host else f"[{s.metrics_host}]"
         self.url = f"http://{host}:{self._server.server_port}/metrics"
-        f = self._metrics_file()
         if f is not None:
             f.parent.mkdir(parents=True, exist_ok=True)
             tmp = f.with_suffix(f".metrics.{self.pid}")

@@ -81,6 +81,19 @@ def test_with_no_tp_a_heartbeat_is_dropped_at_once_and_counted(tmp_path):
     assert not (tmp_path / "unit.metrics").exists()
 
 
+def test_a_metrics_port_in_use_leaves_the_process_running_without_metrics(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        (tmp_path / "busy.metrics").write_text("http://127.0.0.1:1/metrics\n")   # a stale one
+        tp = TickerplantSettings(ingest=f"tcp://127.0.0.1:{free_port()}")
+        m = Monitor("busy", HealthSettings(heartbeat_s=60, metrics_ports={"busy": port}),
+                    lambda: {"msgs_in": 1}, tmp_path, tp).start(beating=False)
+        m.close()
+    assert m.url is None and not (tmp_path / "busy.metrics").exists()
+
+
 # -- processes -----------------------------------------------------------------------------------
 def scrape(url: str, timeout: float = 5.0) -> dict[str, float]:
     """{sample name: value} of a /metrics page (one process per endpoint)."""
