@@ -356,6 +356,47 @@ def stop(cfg, names=None, timeout: float = 15.0) -> list[str]:
     return stopped
 
 
+def status(cfg, names=None) -> list[dict]:
+    from tickerplant.protocol import control
+    every = process_names(cfg, [canonical(n) for n in names or ()] + running_strategies(cfg))
+    names = [canonical(n) for n in names] if names else every
+    out = []
+    for name in [n for n in every if n in names]:
+        pid = pid_of(cfg, name)
+        state = "running" if alive(pid, name, cfg.root) else ("dead" if pid else "stopped")
+        row = {"name": name, "pid": pid if state != "stopped" else None, "state": state}
+        if name == "tp" and state == "running":
+            try:
+                st = control(cfg.tickerplant.ctl, "status", timeout=1.0)
+                row.update(log=st["log"], date=st["date"], seq=st["seq"], counters=st["counters"])
+            except Exception as e:  # noqa: BLE001
+                row.update(state="unresponsive", error=str(e))
+        if name == "gateway" and state == "running":
+            st = gateway_status(cfg, timeout=1.0)
+            if st is None:
+                row.update(state="unresponsive", error=f"no answer on {cfg.gateway.intents}")
+            else:
+                row.update(trading=st["state"], recovering=st["recovering"], orders=st["orders"],
+                           working=st["working"], venues={v: ("ready" if x["ready"] else "logged on"
+                                                              if x["logged_on"] else "down")
+                                                          for v, x in st["venues"].items()})
+        if name == "risk" and state == "running":
+            st = risk_status(cfg, timeout=1.0)
+            if st is None:
+                row.update(state="unresponsive", error=f"no answer on {cfg.risk.ctl}")
+            else:
+                row.update(trading=st["trading"], books=len(st["books"]),
+                           breached=[b["book"] for b in st["books"] if b["breached"]])
+        if state == "running":
+            row.update(health_of(cfg, name, pid))
+        out.append(row)
+    return out
+
+
+def to_json(rows) -> str:
+    return json.dumps(rows, indent=2, default=str)
+
+
 def health_of(cfg, name: str, pid: int | None = None, timeout: float = 1.0) -> dict:
     """What process `name` says about its health (tickerplant/health.py); {} when it serves no
     metrics (no <home>/run/NAME.metrics). Keys: metrics (its /metrics URL), rates {"in", "out"}
@@ -419,44 +460,3 @@ def _last_heartbeat_row(cfg, name: str, pid: int | None, timeout: float) -> dict
     r = rows[0]
     return {"rates": {"in": r["in_rate"], "out": r["out_rate"]}, "lag": r["lag"], "errors": r["errors"],
             "health_error": r["last_error"], "last_heartbeat": r["t"] / 1e9}
-
-
-def status(cfg, names=None) -> list[dict]:
-    from tickerplant.protocol import control
-    every = process_names(cfg, [canonical(n) for n in names or ()] + running_strategies(cfg))
-    names = [canonical(n) for n in names] if names else every
-    out = []
-    for name in [n for n in every if n in names]:
-        pid = pid_of(cfg, name)
-        state = "running" if alive(pid, name, cfg.root) else ("dead" if pid else "stopped")
-        row = {"name": name, "pid": pid if state != "stopped" else None, "state": state}
-        if name == "tp" and state == "running":
-            try:
-                st = control(cfg.tickerplant.ctl, "status", timeout=1.0)
-                row.update(log=st["log"], date=st["date"], seq=st["seq"], counters=st["counters"])
-            except Exception as e:  # noqa: BLE001
-                row.update(state="unresponsive", error=str(e))
-        if name == "gateway" and state == "running":
-            st = gateway_status(cfg, timeout=1.0)
-            if st is None:
-                row.update(state="unresponsive", error=f"no answer on {cfg.gateway.intents}")
-            else:
-                row.update(trading=st["state"], recovering=st["recovering"], orders=st["orders"],
-                           working=st["working"], venues={v: ("ready" if x["ready"] else "logged on"
-                                                              if x["logged_on"] else "down")
-                                                          for v, x in st["venues"].items()})
-        if name == "risk" and state == "running":
-            st = risk_status(cfg, timeout=1.0)
-            if st is None:
-                row.update(state="unresponsive", error=f"no answer on {cfg.risk.ctl}")
-            else:
-                row.update(trading=st["trading"], books=len(st["books"]),
-                           breached=[b["book"] for b in st["books"] if b["breached"]])
-        if state == "running":
-            row.update(health_of(cfg, name, pid))
-        out.append(row)
-    return out
-
-
-def to_json(rows) -> str:
-    return json.dumps(rows, indent=2, default=str)
