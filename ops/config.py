@@ -99,6 +99,7 @@ class JobsConfig(StackSettings):
 
 class Config(StackSettings):
     tickerplant: TickerplantSettings = TickerplantSettings()
+    health: HealthSettings = HealthSettings()
     eod: EodSettings = EodSettings()
     rdb: RdbSettings = RdbSettings()
     hdb: HdbSettings = HdbSettings()
@@ -109,7 +110,6 @@ class Config(StackSettings):
     strategy: StrategySettings = StrategySettings()
     risk: RiskProcessSettings = RiskProcessSettings()
     jobs: JobsSettings = JobsSettings()
-    health: HealthSettings = HealthSettings()
 
 
 def load(path: str | Path | None = None, home: str | Path | None = None) -> Config:
