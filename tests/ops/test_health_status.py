@@ -51,3 +51,31 @@ def test_status_shows_health_and_flags_a_quiet_process(cli):
         os.kill(hdb, signal.SIGCONT)
     wait_for(lambda: procs.status(s.cfg, ["hdb"])[0].get("quiet") is False, timeout=20, every=0.5,
              what="hdb heartbeating again")
+
+
+def test_every_process_of_the_stack_heartbeats_into_the_rdb(cli):
+    """The whole default stack (venues, gateway, risk, the pairs strategy too): each process's
+    rows arrive in the RDB's heartbeat table under its name, with its pid, and status shows
+    each running and not quiet, with its metrics URL."""
+    from hdb.server import query
+    s = cli(health={"heartbeat_s": 0.5})
+    s.ts("start")
+    names = procs.process_names(s.cfg)
+    pids = {n: procs.pid_of(s.cfg, n) for n in names}
+
+    def rows():
+        try:
+            t = query(s.cfg.rdb.query, "select sym, pid, max(msgs_in) as msgs_in, min(rss) as rss, "
+                                       "count(*) as n from heartbeat group by sym, pid", timeout=2).table
+        except Exception:  # noqa: BLE001 - not up yet
+            return None
+        got = {r["sym"]: r for r in t.to_pylist()}
+        return got if set(names) <= set(got) and all(got[n]["n"] >= 2 for n in names) else None
+    got = wait_for(rows, timeout=40, every=0.5, what=f"heartbeats of {names}")
+    for n in names:
+        assert got[n]["pid"] == pids[n] and got[n]["rss"] > 0, (n, got[n])
+    assert got["rdb"]["msgs_in"] > 0 and got["tp"]["msgs_in"] > 0
+    st = s.status()
+    for n in names:
+        assert st[n]["state"] == "running" and st[n]["quiet"] is False, st[n]
+        assert st[n]["metrics"].startswith("http://127.0.0.1:"), st[n]
