@@ -9,6 +9,7 @@ import sys
 
 import click
 
+from feedhandlers.base import feeds_health
 from feedhandlers.cli import feed
 from feedhandlers.config import FeedConfig
 from schemas.settings import ConfigError, load
@@ -25,6 +26,8 @@ def cli(ctx, config, home):
         ctx.obj = load(FeedConfig, config, home, only_own=True)
     except ConfigError as e:
         raise click.ClickException(str(e)) from None
+    from tickerplant.health import start_monitor
+    ctx.call_on_close(start_monitor("feed", ctx.obj, feeds_health).close)
 
 
 for _name, _cmd in feed.commands.items():

@@ -65,6 +65,7 @@ import math
 import struct
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -93,6 +94,25 @@ _BURST = 256                              # messages sent per lock hold, so prod
 _WINDOW = 16
 _WINDOW_ROWS = 64
 _POLLIN, _POLLOUT, _EVENTS, _NOBLOCK = int(zmq.POLLIN), int(zmq.POLLOUT), int(zmq.EVENTS), int(zmq.NOBLOCK)
+
+
+# every Feed of this process, for its health hook (`feeds_health`: a feed process's heartbeat)
+_FEEDS: "weakref.WeakSet[Feed]" = weakref.WeakSet()
+
+
+def feeds_health() -> dict:
+    """The health hook (tickerplant/health.py) of a process's feeds, summed: in = messages
+    the TP acked, out = messages sent, errors = rejected + dropped."""
+    h = {"msgs_in": 0, "msgs_out": 0, "errors": 0, "last_error": "",
+         "extra": {"rows_out": 0, "acked_rows": 0, "buffered": 0}}
+    for f in list(_FEEDS):
+        one = f.health()
+        for k in ("msgs_in", "msgs_out", "errors"):
+            h[k] += one[k]
+        for k, v in one["extra"].items():
+            h["extra"][k] += v
+        h["last_error"] = one["last_error"] or h["last_error"]
+    return h
 
 
 class BufferFull(RuntimeError):
@@ -314,6 +334,7 @@ class Feed:
         self._sock.connect(self.endpoint)
         self._io = threading.Thread(target=self._run, name=f"feed-{self.feed_id}-io", daemon=True)
         self._io.start()
+        _FEEDS.add(self)
         # Wait briefly for the TP's last fseq so numbering continues; if the TP is down, messages
         # are buffered unnumbered and numbered when it answers.
         with self._cv:
@@ -439,6 +460,15 @@ class Feed:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+    def health(self) -> dict:
+        """The health hook (tickerplant/health.py): counters read without the lock (another
+        thread reads them while this feed publishes). In = messages the TP acked, out = sent."""
+        c = self._c
+        return {"msgs_in": c["acked"], "msgs_out": c["sent"], "errors": c["rejected"] + c["dropped"],
+                "last_error": self._last_error,
+                "extra": {"rows_out": c["sent_rows"], "acked_rows": c["acked_rows"],
+                          "buffered": len(self._unsent) + len(self._inflight)}}
 
     def stats(self) -> FeedStats:
         with self._lock:

@@ -18,7 +18,7 @@ from pydantic import BeforeValidator, Field
 from gateway.matching import FillModel
 from gateway.risk import RiskSettings
 from schemas.settings import Settings, StackSettings
-from tickerplant.config import EodSettings, TickerplantSettings
+from tickerplant.config import EodSettings, HealthSettings, TickerplantSettings
 
 _COMP_ID = r"^[A-Za-z0-9_.-]+$"
 
@@ -100,6 +100,7 @@ class VenueConfig(StackSettings):
     """What `python -m gateway.venue --name X` reads: `[venues.X]` and the TP's endpoints."""
     tickerplant: TickerplantSettings = TickerplantSettings()
     venues: Venues
+    health: HealthSettings = HealthSettings()
 
 
 class GatewaySettings(Settings):
@@ -134,3 +135,4 @@ class GatewayConfig(StackSettings):
     eod: EodSettings = EodSettings()
     gateway: GatewaySettings = GatewaySettings()
     venues: Venues
+    health: HealthSettings = HealthSettings()

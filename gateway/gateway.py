@@ -124,6 +124,7 @@ from gateway.risk import Deny, Risk, TradingState
 from gateway.rows import Rows
 from gateway.sor import Child, Routing, parent_state, route
 from tickerplant.clock import Clock
+from tickerplant.health import subscriber_health
 
 log = logging.getLogger("gateway")
 
@@ -1177,6 +1178,20 @@ class Gateway:
                 break
         out.reverse()
         return out
+
+    def health(self) -> dict:
+        """The health hook (tickerplant/health.py), read from another thread: in = intents,
+        venue reports and quote messages; out = orders, cancels and replaces sent to venues
+        and events sent to clients; lag of the quote subscription."""
+        c = self.counts
+        h = subscriber_health(self._sub)
+        h["msgs_in"] += c.get("intents", 0) + c.get("reports", 0)
+        h["msgs_out"] = sum(c.get(k, 0) for k in ("children_sent", "cancels_sent", "replaces_sent", "events"))
+        h["errors"] += sum(c.get(k, 0) for k in ("errors", "bad_intents", "fix_rejects", "unknown_reports",
+                                                  "unexpected_messages", "dropped_events"))
+        h["last_error"] = self.feed.health()["last_error"] if self.feed is not None else ""
+        h["extra"] = {"orders": len(self.parents)}
+        return h
 
     def status(self) -> dict:
         realized, unrealized = self.risk.pnl()

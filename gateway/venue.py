@@ -33,6 +33,7 @@ The market: the process subscribes to the tickerplant's quote table with `subscr
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -95,6 +96,8 @@ class Venue:
                                      allowed_remote=settings.allowed_remote, accepts=VENUE_ACCEPTS)
         self.inbox, self.app = self.fix.inbox, self.fix.app
         self.counters = {"events": 0, "errors": 0, "reports": 0, "unsent": 0, "cancel_on_disconnect": 0}
+        self.last_error = ""
+        self.quote_sub = None      # the TP subscription feeding it quotes (subscribe_quotes), if any
         self._thread: threading.Thread | None = None
         self._stopped = threading.Event()
         self._running = False
@@ -164,6 +167,16 @@ class Venue:
     def resume(self, sym: str) -> None:
         self.inbox.put(_Halt(sym, False))
 
+    def health(self) -> dict:
+        """The health hook (tickerplant/health.py): in = events (FIX messages, quote batches,
+        session changes), out = reports sent; lag of the quote subscription."""
+        from tickerplant.health import subscriber_health
+        c = self.counters
+        h = subscriber_health(self.quote_sub)
+        h.update(msgs_in=c["events"], msgs_out=c["reports"], errors=h["errors"] + c["errors"] + c["unsent"],
+                 last_error=self.last_error)
+        return h
+
     def status(self) -> dict:
         return {"name": self.settings.name, "port": self.settings.port,
                 "sessions": {s: self.app.logged_on(s) for s in self.sessions()},
@@ -209,6 +222,7 @@ class Venue:
             out = step()
         except Exception:  # noqa: BLE001 - one bad event must not stop the venue
             self.counters["errors"] += 1
+            self.last_error = f"engine step failed: {sys.exc_info()[1]!r}"[:1000]
             log.exception("venue %s: engine step failed; continuing", self.settings.name)
             return
         for r in out:
@@ -232,7 +246,7 @@ def subscribe_quotes(venue: Venue, tp) -> Callable[[], None]:
     def follow():
         while not state["stopped"]:
             try:
-                state["sub"] = sub = Subscriber(tp, tables=["quote"])
+                state["sub"] = venue.quote_sub = sub = Subscriber(tp, tables=["quote"])
                 for ev in sub:
                     if isinstance(ev, Update):
                         venue.on_quote_batch(ev.batch)
@@ -271,13 +285,16 @@ def main(argv=None) -> None:
     settings = settings_for(cfg, args.name)
     if args.port:
         settings = VenueSettings(**{**settings.model_dump(), "port": args.port})
+    from tickerplant.health import start_monitor
     venue = Venue(settings, cfg.root / "fix" / f"venue-{settings.name}")
     on_term(venue.stop)
     venue.start()
     stop_quotes = None if args.no_quotes else subscribe_quotes(venue, cfg.tickerplant)
+    watch = start_monitor(f"venue-{args.name}", cfg, venue.health)
     try:
         venue.run()
     finally:
+        watch.close()
         if stop_quotes:
             stop_quotes()
 

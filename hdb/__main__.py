@@ -2,6 +2,7 @@
 from hdb.config import HdbConfig
 from hdb.hdb import Hdb
 from schemas.process import serve
+from tickerplant.health import monitor
 
 if __name__ == "__main__":
-    serve("hdb", HdbConfig, Hdb.from_config)
+    serve("hdb", HdbConfig, Hdb.from_config, monitor=monitor("hdb"))

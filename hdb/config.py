@@ -2,7 +2,7 @@
 from pydantic import Field
 
 from schemas.settings import Settings, StackSettings
-from tickerplant.config import EodSettings
+from tickerplant.config import EodSettings, HealthSettings, TickerplantSettings
 
 
 class QuestDBSettings(Settings):
@@ -25,6 +25,8 @@ class HdbSettings(Settings):
 
 
 class HdbConfig(StackSettings):
-    """What `python -m hdb` reads."""
+    """What `python -m hdb` reads (the TP's endpoints: only for its heartbeats)."""
     eod: EodSettings = EodSettings()
     hdb: HdbSettings = HdbSettings()
+    tickerplant: TickerplantSettings = TickerplantSettings()
+    health: HealthSettings = HealthSettings()

@@ -37,6 +37,10 @@ class Hdb:
         log.info("hdb: serving %s on %s", self.hdb_dir, self.server.endpoint)
         return self
 
+    def health(self) -> dict:
+        """The health hook (tickerplant/health.py): queries in, replies out, failed queries."""
+        return self.server.health()
+
     def stop(self) -> None:
         """Ask run() to finish (safe from a signal handler)."""
         self._stop.set()

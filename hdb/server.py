@@ -89,6 +89,7 @@ class QueryServer:
         self.workers = workers
         self.max_request_bytes = max_request_bytes
         self.stats: Counter = Counter()
+        self.last_error = ""                  # the text of the last failed query (health())
         self._stats_lock = threading.Lock()
         self._ctx = zmq.Context()
         self._stop = threading.Event()
@@ -192,6 +193,14 @@ class QueryServer:
                 continue
             back.send_multipart([idle.popleft(), *frames], copy=False)
 
+    def health(self) -> dict:
+        """Requests in (answered or dropped), replies out, errors (failed and dropped): the
+        query part of a process's health hook (tickerplant/health.py)."""
+        s = self.stats
+        ok, err, dropped = s.get("ok", 0), s.get("err", 0), s.get("dropped", 0)
+        return {"msgs_in": ok + err + dropped, "msgs_out": ok + err, "errors": err + dropped,
+                "last_error": self.last_error}
+
     def _count(self, what: str) -> None:
         with self._stats_lock:
             self.stats[what] += 1
@@ -208,10 +217,12 @@ class QueryServer:
             return [b"ok", body, meta]
         except QueryError as e:
             self._count("err")
+            self.last_error = str(e)[:1000]
             return [b"err", str(e).encode()]
         except Exception as e:  # a bug (or RecursionError, MemoryError) costs one query, never the server
             log.exception("query failed unexpectedly")
             self._count("err")
+            self.last_error = f"internal error: {type(e).__name__}: {e}"[:1000]
             return [b"err", f"internal error: {type(e).__name__}: {e}".encode()]
 
     def _work(self) -> None:

@@ -99,7 +99,7 @@ def status(cfg, names, as_json):
         elif "trading" in r:
             extra = (f"  trading={r['trading']} books={r['books']}"
                      + (f" breached={','.join(r['breached'])}" if r["breached"] else ""))
-        click.echo(f"{r['name']:14} {r['state']:12} {r['pid'] or '-':>8}{extra}")
+        click.echo(f"{r['name']:14} {_state(r):12} {r['pid'] or '-':>8}{extra}{_health(r)}")
 
 
 @cli.command()
@@ -129,6 +129,22 @@ def run(ctx, seconds, syms, rate):
     finally:
         processes.stop(cfg)
         click.echo("stopped")
+
+
+def _state(r: dict) -> str:
+    """A process's state, flagged when it stopped heartbeating: "running (quiet 42s)"."""
+    if not r.get("quiet"):
+        return r["state"]
+    age = r.get("heartbeat_age_s")
+    return r["state"] + (f" (quiet {age:.0f}s)" if age is not None else " (quiet)")
+
+
+def _health(r: dict) -> str:
+    """Rates and lag from its last heartbeat interval (ops.processes.health_of), compactly."""
+    if "rates" not in r:
+        return ""
+    return (f"  in={r['rates']['in']:.0f}/s out={r['rates']['out']:.0f}/s lag={r['lag']}"
+            + (f" errors={r['errors']}" if r["errors"] else ""))
 
 
 def _summary(cfg) -> str:

@@ -27,7 +27,7 @@ from schemas.settings import load as _load
 from strategy.config import BacktestSettings, StrategySettings
 from strategy.risk.config import RiskProcessSettings
 from tickerplant.clock import known_zone
-from tickerplant.config import EodSettings, TickerplantSettings
+from tickerplant.config import EodSettings, HealthSettings, TickerplantSettings
 
 __all__ = ["Config", "ConfigError", "JobsConfig", "JobsSettings", "load"]
 
@@ -99,6 +99,7 @@ class JobsConfig(StackSettings):
 
 class Config(StackSettings):
     tickerplant: TickerplantSettings = TickerplantSettings()
+    health: HealthSettings = HealthSettings()
     eod: EodSettings = EodSettings()
     rdb: RdbSettings = RdbSettings()
     hdb: HdbSettings = HdbSettings()

@@ -387,9 +387,76 @@ def status(cfg, names=None) -> list[dict]:
             else:
                 row.update(trading=st["trading"], books=len(st["books"]),
                            breached=[b["book"] for b in st["books"] if b["breached"]])
+        if state == "running":
+            row.update(health_of(cfg, name, pid))
         out.append(row)
     return out
 
 
 def to_json(rows) -> str:
     return json.dumps(rows, indent=2, default=str)
+
+
+def health_of(cfg, name: str, pid: int | None = None, timeout: float = 1.0) -> dict:
+    """What process `name` says about its health (tickerplant/health.py); {} when it serves no
+    metrics (no <home>/run/NAME.metrics). Keys: metrics (its /metrics URL), rates {"in", "out"}
+    (messages/s over its last heartbeat interval), lag (seqs behind the TP, -1 n/a), errors,
+    health_error (its last error's text), last_heartbeat (epoch s), heartbeat_age_s, and quiet:
+    True when the last heartbeat is older than [health] quiet_after intervals. Scraped from its
+    /metrics; a process that does not answer there (stopped, wedged) is judged by its last row
+    in the RDB's heartbeat table, or is quiet with no last_heartbeat if the RDB cannot tell."""
+    try:
+        url = (cfg.run_dir / f"{name}.metrics").read_text().strip()
+    except OSError:
+        return {}
+    out = {"metrics": url}
+    got = _scrape(url, name, pid, timeout) or _last_heartbeat_row(cfg, name, pid, timeout)
+    interval = (got or {}).pop("interval", None) or cfg.health.heartbeat_s
+    if got:
+        out.update(got)
+        out["heartbeat_age_s"] = max(0.0, time.time() - got["last_heartbeat"])
+    out["quiet"] = not got or out["heartbeat_age_s"] > cfg.health.quiet_after * interval
+    return out
+
+
+def _scrape(url: str, name: str, pid: int | None, timeout: float) -> dict | None:
+    """The health keys from a process's /metrics, or None if it does not answer (or is not
+    the process `pid`: a stale file, the port reused)."""
+    from urllib.request import urlopen
+    from prometheus_client.parser import text_string_to_metric_families
+    try:
+        with urlopen(url, timeout=timeout) as r:
+            text = r.read(1 << 20).decode("utf-8", "replace")
+        v, error = {}, ""
+        for fam in text_string_to_metric_families(text):
+            for s in fam.samples:
+                if s.labels.get("process") == name:
+                    v[s.name] = s.value
+                    if s.name == "tickstack_last_error_info":
+                        error = s.labels.get("error", "")
+    except Exception:  # noqa: BLE001 - not answering, or not speaking Prometheus text
+        return None
+    if "tickstack_heartbeat_time_seconds" not in v or (pid and v.get("tickstack_process_id") != pid):
+        return None
+    return {"rates": {"in": v.get("tickstack_messages_in_per_second", 0.0),
+                      "out": v.get("tickstack_messages_out_per_second", 0.0)},
+            "lag": int(v.get("tickstack_lag_messages", -1)), "errors": int(v.get("tickstack_errors_total", 0)),
+            "health_error": error, "last_heartbeat": v["tickstack_heartbeat_time_seconds"],
+            "interval": v.get("tickstack_heartbeat_interval_seconds")}
+
+
+def _last_heartbeat_row(cfg, name: str, pid: int | None, timeout: float) -> dict | None:
+    """The health keys from the process's last row in the RDB's heartbeat table, or None."""
+    from hdb.server import query
+    quoted = name.replace("'", "''")
+    try:
+        rows = query(cfg.rdb.query, "select epoch_ns(time) as t, pid, in_rate, out_rate, lag, errors, "
+                                    f"last_error from heartbeat where sym = '{quoted}' "
+                                    "order by time desc limit 1", timeout=timeout).table.to_pylist()
+    except Exception:  # noqa: BLE001 - no RDB, or it does not answer in time
+        return None
+    if not rows or (pid and rows[0]["pid"] != pid):
+        return None
+    r = rows[0]
+    return {"rates": {"in": r["in_rate"], "out": r["out_rate"]}, "lag": r["lag"], "errors": r["errors"],
+            "health_error": r["last_error"], "last_heartbeat": r["t"] / 1e9}

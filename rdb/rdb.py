@@ -20,6 +20,7 @@ from rdb.store import Store
 from schemas.registry import Registry
 from tickerplant.clock import Clock
 from tickerplant.config import EodSettings, TickerplantSettings
+from tickerplant.health import subscriber_health
 from tickerplant.subscriber import Batch, Subscriber, Update
 
 log = logging.getLogger("rdb")
@@ -109,3 +110,13 @@ class Rdb:
 
     def stop(self) -> None:
         self.sub.close()
+
+    def health(self) -> dict:
+        """The health hook (tickerplant/health.py): in = messages from the TP (live and from
+        its log), out = queries answered, lag from the subscription; rows held as `rows`."""
+        h = subscriber_health(self.sub)
+        if self.server is not None:
+            q = self.server.health()
+            h.update(msgs_out=q["msgs_out"], errors=h["errors"] + q["errors"], last_error=q["last_error"])
+        h["extra"] = {"rows": sum(self.store.counts().values())}
+        return h

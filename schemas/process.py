@@ -39,10 +39,17 @@ def on_term(stop) -> None:
     signal.signal(signal.SIGINT, handler)
 
 
-def serve(name: str, model, make, argv=None) -> None:
+def serve(name: str, model, make, argv=None, monitor=None) -> None:
     """The whole of a process's __main__: boot, build it with `make(cfg)`, turn SIGTERM into
-    its `stop()`, and `run()` it until stopped."""
+    its `stop()`, and `run()` it until stopped. `monitor(cfg, proc)`, if given, starts what
+    watches the process (its heartbeats and metrics: tickerplant.health.monitor) and returns
+    something to `close()` when it ends."""
     cfg, _ = boot(name, model, argv)
     proc = make(cfg)
     on_term(proc.stop)
-    proc.run()
+    watch = monitor(cfg, proc) if monitor is not None else None
+    try:
+        proc.run()
+    finally:
+        if watch is not None:
+            watch.close()

@@ -30,10 +30,14 @@ def main(argv=None) -> None:
     except ValueError as e:              # unknown name or parameter (StrategyError is a ValueError)
         sys.exit(f"strategy: {e}")
     on_term(proc.stop)
+    from tickerplant.health import start_monitor
+    watch = start_monitor(f"strategy-{args.name}", cfg, proc.health)
     try:
         proc.run()
     except ValueError as e:              # e.g. pairs with no pairs to trade and no history to pick them
         sys.exit(f"strategy {args.name}: {e}")
+    finally:
+        watch.close()
 
 
 if __name__ == "__main__":

@@ -276,6 +276,14 @@ def chunk_of_updates(table: str, updates: list, universe: Universe, registry) ->
     return Chunk(cols, None) if table == "quote" else Chunk(None, cols)
 
 
+def subscription(strategy: Strategy, tp=None):
+    """The TP subscription a live run of `strategy` reads: its tables (quote and/or trade) and
+    syms. A process makes it itself to watch it (health()) and hands it to `run`."""
+    from tickerplant.subscriber import Subscriber
+    tables = [t for t, want in (("quote", strategy.wants_quotes), ("trade", strategy.wants_trades)) if want]
+    return Subscriber(tp, tables=tables, syms=strategy.syms)
+
+
 def run(strategy: Strategy, tp=None, port=None, *, mode: str = "auto", hdb_dir: Path | None = None,
         stop=None, poll_s: float = 0.05, subscriber=None, stop_timeout_s: float = 5.0,
         on_ready=None, date: dt.date | None = None) -> Runtime:
@@ -284,7 +292,7 @@ def run(strategy: Strategy, tp=None, port=None, *, mode: str = "auto", hdb_dir: 
     `subscriber`: a ready Subscriber (tests), else one is made for the strategy's tables/syms.
     At the end `on_stop` runs (e.g. a flatten), and the orders it sent are followed for up to
     `stop_timeout_s` until they are done. `on_ready()` is called once subscribed."""
-    from tickerplant.subscriber import EndOfDay, Subscriber, Update
+    from tickerplant.subscriber import EndOfDay, Update
 
     if port is None:
         raise ValueError("live runs need an order port: GatewayPort(OrderClient(...)), or a "
@@ -295,8 +303,7 @@ def run(strategy: Strategy, tp=None, port=None, *, mode: str = "auto", hdb_dir: 
     runtime = Runtime(strategy, port, universe, mode)
     strategy.bind(port, runtime, Context("live", hdb_dir, date or dt.date.today()))
     runtime.start()
-    tables = [t for t, want in (("quote", strategy.wants_quotes), ("trade", strategy.wants_trades)) if want]
-    sub = subscriber or Subscriber(tp, tables=tables, syms=strategy.syms)
+    sub = subscriber or subscription(strategy, tp)
     sub.start()                               # handshake now: nothing published after is missed
     handoff = Handoff()
     failed: list[BaseException] = []

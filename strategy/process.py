@@ -34,7 +34,7 @@ from gateway.config import GatewaySettings
 from schemas.settings import StackSettings
 from strategy.config import StrategySettings
 from strategy.names import strategy_class
-from tickerplant.config import TickerplantSettings
+from tickerplant.config import HealthSettings, TickerplantSettings
 
 log = logging.getLogger("strategy")
 
@@ -46,6 +46,7 @@ class StrategyConfig(StackSettings):
     gateway: GatewaySettings = GatewaySettings()
     feed: FeedSettings = FeedSettings()
     strategy: StrategySettings = StrategySettings()
+    health: HealthSettings = HealthSettings()
 
 
 def ready_file(run_dir: Path, spec: str) -> Path:
@@ -68,11 +69,24 @@ class StrategyProcess:
         self._stop = False
         self.runtime = None
         self.port = None
+        self.sub = None
 
     @classmethod
     def from_config(cls, cfg, spec: str, params: dict | None = None) -> "StrategyProcess":
         return cls(spec, cfg.tickerplant, cfg.gateway.intents, cfg.strategy, cfg.hdb_dir, cfg.run_dir,
                    (cfg.feed.syms, cfg.feed.seed), params)
+
+    def health(self) -> dict:
+        """The health hook (tickerplant/health.py), read from another thread: in = messages of
+        its subscription, out = intents sent to the gateway, errors = intents not sent
+        (gateway down, stale data, refused); lag of the subscription."""
+        from tickerplant.health import subscriber_health
+        h = subscriber_health(self.sub)
+        c = self.port.counts if self.port is not None else {}
+        unsent = ("stale_data", "gateway_down", "bad_request")
+        h["msgs_out"] = sum(v for k, v in list(c.items()) if k not in unsent)
+        h["errors"] += sum(c.get(k, 0) for k in unsent)
+        return h
 
     def stop(self) -> None:
         """End the run (safe from a signal handler): on_stop, follow the last orders, exit."""
@@ -91,9 +105,10 @@ class StrategyProcess:
         s = self.settings
         client = OrderClient(self.intents, client=self.client_id)
         self.port = live.GatewayPort(client, s.max_decision_age_s)
+        self.sub = live.subscription(self.strategy, self.tp)
         try:
             self.runtime = live.run(self.strategy, self.tp, self.port, mode=s.mode, hdb_dir=self.hdb_dir,
-                                    stop=lambda: self._stop, poll_s=s.poll_s,
+                                    stop=lambda: self._stop, poll_s=s.poll_s, subscriber=self.sub,
                                     stop_timeout_s=s.stop_timeout_s, on_ready=self._ready)
         finally:
             client.close()

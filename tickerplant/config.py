@@ -1,5 +1,5 @@
 """Tickerplant settings; the defaults here are the only ones."""
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 
@@ -42,7 +42,20 @@ class TickerplantSettings(Settings):
         return max(1, min(self.pub_hwm, self.pub_queue_bytes // size))
 
 
+class HealthSettings(Settings):
+    """Every process's heartbeat (a `heartbeat` row through the TP) and its Prometheus metrics
+    endpoint (tickerplant/health.py). One section, shared by all processes."""
+    heartbeat_s: float = Field(5.0, gt=0)   # a heartbeat row per process this often
+    quiet_after: int = Field(3, ge=1)       # `tickstack status`: quiet after this many silent intervals
+    metrics: bool = True                    # serve /metrics over HTTP
+    metrics_host: str = "127.0.0.1"         # loopback unless set: the endpoint is unauthenticated
+    # process name (tp, rdb, venue-A, strategy-pairs, ...) -> port; absent or 0: a free port,
+    # written to <home>/run/NAME.metrics either way
+    metrics_ports: dict[str, Annotated[int, Field(ge=0, le=65535)]] = {}
+
+
 class TickerplantConfig(StackSettings):
     """What `python -m tickerplant` reads."""
     tickerplant: TickerplantSettings = TickerplantSettings()
     eod: EodSettings = EodSettings()
+    health: HealthSettings = HealthSettings()

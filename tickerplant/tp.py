@@ -60,6 +60,8 @@ from schemas.registry import Registry
 from tickerplant import protocol as p
 from tickerplant.clock import Clock
 from tickerplant.config import EodSettings, TickerplantConfig, TickerplantSettings
+from tickerplant.health import TABLE as HEARTBEAT_TABLE
+from tickerplant.health import Outbox
 from tickerplant.log import LogWriter, is_control
 from tickerplant.protocol import NOBLOCK, SNDMORE, split_envelope, topic
 
@@ -87,6 +89,7 @@ class Tickerplant:
         self.pending: dict[str, list] = defaultdict(list)
         self.stopping = False
         self.last_error = ""
+        self.outbox = Outbox()   # its own heartbeat rows (tickerplant/health.py), taken at heartbeat
         # what the TP publishes per message, at most: the queue is sized for it once, at bind
         self.pub_class = settings.pub_message_bytes
         self._open_day()
@@ -329,14 +332,17 @@ class Tickerplant:
                 send(p.ack(feed, fseqs.get(feed, 0)))
         return len(msgs)
 
-    def _log_and_publish(self, tables: list, sizes: list, msgs: list, rows: int) -> None:
+    def _log_and_publish(self, tables: list, sizes: list, msgs: list, rows: int, own: bool = False) -> None:
         """Log the loop's messages in one write, then publish each table's as one message (or
-        as few as the class allows), or keep them for the timer in batched mode."""
+        as few as the class allows), or keep them for the timer in batched mode. The counters
+        `rows` and `logged` count what feeds sent: the TP's own heartbeat rows (`own`) are
+        counted apart, as `heartbeats`."""
         seq = self.log.append(msgs)
         k = len(msgs)
-        c = self.counters
-        c["rows"] += rows
-        c["logged"] += k
+        if not own:
+            c = self.counters
+            c["rows"] += rows
+            c["logged"] += k
         last = self.last
         if tables.count(tables[0]) == k:  # one table (the usual loop): its seqs are consecutive
             table = tables[0]
@@ -424,7 +430,27 @@ class Tickerplant:
     def heartbeat(self) -> None:
         if not self.pub_bound:
             self._rebind_pub(wait_s=0)
+        rows = self.outbox.take()
+        if rows and HEARTBEAT_TABLE in self.registry:
+            # the TP's own `heartbeat` rows: logged and published like any feed's message
+            self._log_and_publish([HEARTBEAT_TABLE] * len(rows), list(map(len, rows)), rows, len(rows), own=True)
+            self.counters["heartbeats"] += len(rows)
         self.pub.send_multipart(p.news(p.HB_TOPIC, self.day, self.log.seq, self.last))
+
+    def post_heartbeat(self, row: bytes) -> bool:
+        """From the health thread: the TP's heartbeat row, published by the loop at its next
+        heartbeat (within heartbeat_ms). False (dropped) when the loop has not taken the last ones."""
+        return self.outbox.put(row)
+
+    def health(self) -> dict:
+        """The health hook (tickerplant/health.py), read from another thread: counters only.
+        In: messages received on ingest; out: messages logged and published (its own
+        heartbeat rows too)."""
+        c = self.counters
+        return {"msgs_in": c.get("received", 0), "msgs_out": c.get("logged", 0) + c.get("heartbeats", 0), "lag": 0,
+                "errors": sum(c.get(k, 0) for k in ("rejected", "bad_control", "dropped_control",
+                                                     "unsent_control")),
+                "last_error": self.last_error, "extra": {"rows_in": c.get("rows", 0)}}
 
     # -- control ------------------------------------------------------------------------------
     def control(self) -> None:

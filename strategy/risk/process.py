@@ -170,6 +170,19 @@ class RiskProcess:
                  s.limits.model_dump())
         return self
 
+    def health(self) -> dict:
+        """The health hook (tickerplant/health.py), read from another thread: in = execution
+        and quote messages from the TP, out = messages of risk/risk_action rows sent to it;
+        lag of the subscription."""
+        from tickerplant.health import subscriber_health
+        c = self.counts
+        h = subscriber_health(self.sub)
+        f = self.feed.health() if self.feed is not None else {"msgs_out": 0, "errors": 0, "last_error": ""}
+        h.update(msgs_out=f["msgs_out"], last_error=f["last_error"],
+                 errors=h["errors"] + f["errors"] + sum(c.get(k, 0) for k in (
+                     "errors", "history_errors", "ctl_bad", "ctl_unenveloped", "ctl_unsent")))
+        return h
+
     def stop(self) -> None:
         """End the loop (safe from a signal handler)."""
         self._stop = True
