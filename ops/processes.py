@@ -2,6 +2,13 @@
 `python -m MODULE --home HOME ...`, its output in <home>/logs/NAME.log and its pid in
 <home>/run/NAME.pid.
 
+This is the library: `start` launches and waits for readiness, `stop` signals, and nothing
+watches the processes afterwards (`tickstack run` and tests use it so). `tickstack start|stop`
+go through ops.supervisor, which uses `port_conflict`, `spawn`, `ready`, `alive` from here and
+restarts what dies; `status` merges the supervisor's state (<home>/run/supervisor.json, read by
+`supervision`) into its rows (`_supervised`: uptime_s, restarts, last_exit, last_error, rss;
+states starting, restarting, failed).
+
 The processes, in start order: tp rdb hdb feed, one `venue-X` per configured venue
 (`python -m gateway.venue --name X`: a FIX acceptor with its matching engine), gateway (the
 order gateway, trading those venues), risk (`python -m strategy.risk`: positions, PnL, VaR,

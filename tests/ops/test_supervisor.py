@@ -19,8 +19,6 @@ from hypothesis import strategies as st
 from helpers import wait_for
 from ops import processes as procs
 
-pytestmark = pytest.mark.process
-
 FAST = {"backoff_initial_s": 0.2, "backoff_max_s": 1.0, "max_crashes": 3, "crash_window_s": 60.0,
         "healthy_after_s": 5.0}
 
@@ -30,8 +28,8 @@ def sup_state(s) -> dict:
 
 
 def rdb_count(s, table: str) -> int:
-    out = s.ts("query", f"select count(*) n from {table}", "--format", "json").stdout
-    return json.loads(out.splitlines()[0])["n"]
+    from hdb.server import query
+    return query(s.cfg.rdb.query, f"select count(*) n from {table}", timeout=10).table.to_pylist()[0]["n"]
 
 
 def log_count(s, table: str) -> int:
@@ -43,12 +41,13 @@ def log_count(s, table: str) -> int:
 
 
 def restarted(s, name: str, old: int, restarts: int):
-    def check():
-        r = s.status()[name]
+    def check():   # what `tickstack status --json` prints, asked in-process (polled)
+        r = procs.status(s.cfg, [name])[0]
         return r if r["state"] == "running" and r["pid"] != old and r["restarts"] == restarts else None
     return wait_for(check, timeout=60, every=0.2, what=f"{name} restarted by the supervisor")
 
 
+@pytest.mark.process
 def test_start_in_order_kill_each_process_nothing_lost_stop_in_reverse(cli):
     s = cli(supervisor=FAST, feed={"rate": 300.0, "syms": 4})
     r = s.ts("start")
@@ -98,6 +97,7 @@ def test_start_in_order_kill_each_process_nothing_lost_stop_in_reverse(cli):
     assert all(r["state"] == "stopped" for r in s.status().values())
 
 
+@pytest.mark.process
 def test_stop_on_purpose_is_not_undone_and_start_asks_the_running_supervisor(cli):
     s = cli(supervisor=FAST)
     assert "started: tp rdb" in s.ts("start", "tp", "rdb").stdout
@@ -115,6 +115,7 @@ def test_stop_on_purpose_is_not_undone_and_start_asks_the_running_supervisor(cli
     assert "jobs" in sup_state(s) and "log_retention" in sup_state(s)["jobs"]  # it runs the jobs
 
 
+@pytest.mark.process
 def test_a_crash_loop_ends_failed_with_its_error_and_leaves_the_rest_alone(cli):
     s = cli(supervisor=FAST, strategy={"run": []})
     s.ts("start", "tp", "rdb")
@@ -135,6 +136,7 @@ def test_a_crash_loop_ends_failed_with_its_error_and_leaves_the_rest_alone(cli):
     assert rows["tp"]["restarts"] == 0
 
 
+@pytest.mark.process
 def test_a_taken_port_backs_off_then_fails_and_the_rest_comes_up(cli):
     import socket
     s = cli(supervisor=FAST, strategy={"run": []})
@@ -157,6 +159,7 @@ def test_a_taken_port_backs_off_then_fails_and_the_rest_comes_up(cli):
     assert "started: venue-B" in s.ts("start", "venue-B").stdout   # asked again, once the port is free
 
 
+@pytest.mark.process
 def test_a_killed_supervisor_is_replaced_and_adopts_the_live_processes(cli):
     s = cli(supervisor=FAST)
     s.ts("start", "tp", "rdb", "hdb")
@@ -211,6 +214,7 @@ def sup_state_of(cfg) -> dict:
     return json.loads(procs.state_file(cfg).read_text())
 
 
+@pytest.mark.process
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.binary(max_size=300), min_size=1, max_size=4), st.booleans())
 def test_junk_on_the_control_socket_never_blocks_or_ends_the_supervisor(lone_supervisor, frames, as_req):
@@ -226,6 +230,7 @@ def test_junk_on_the_control_socket_never_blocks_or_ends_the_supervisor(lone_sup
     assert ask(cfg, "status", timeout=5)["state"]["pid"] == pid
 
 
+@pytest.mark.process
 def test_oversized_and_bad_json_requests_are_refused_and_counted(lone_supervisor):
     cfg, ctl, pid = lone_supervisor
     from ops.supervisor import ask
@@ -238,3 +243,30 @@ def test_oversized_and_bad_json_requests_are_refused_and_counted(lone_supervisor
     assert "unknown command 'nosuch'" in json.loads(_raw(ctl, [b'{"cmd": "nosuch"}'], zmq.REQ, 5000)[0])["error"]
     assert ask(cfg, "status")["state"]["bad_requests"] >= before + 7
     assert procs.alive(pid, procs.SUPERVISOR, cfg.root)
+
+
+@pytest.mark.parametrize("sup_state, live, shown", [
+    ("backoff", False, "restarting"), ("failed", False, "failed"), ("starting", True, "starting"),
+    ("starting", False, "starting"), ("stopped", False, "stopped"), ("running", True, "running"),
+    ("running", False, "dead")])
+def test_a_status_row_takes_the_supervisors_state_and_keeps_its_other_keys(sup_state, live, shown):
+    """`_supervised` merges one supervisor entry into a row (a plain function: no processes)."""
+    pid = os.getpid()                       # a live pid, for rss and uptime
+    row = {"name": "rdb", "pid": pid, "state": "running" if live else "dead", "lag": 3}
+    sup = {"pid": pid, "state": sup_state, "started_at": time.time() - 12, "restarts": 2,
+           "last_exit": "signal KILL", "last_error": "boom", "next_start_at": time.time() + 5}
+    out = procs._supervised(row, sup)
+    assert out["state"] == shown and out["lag"] == 3 and out["restarts"] == 2 and out["supervised"]
+    assert (out["last_exit"], out["last_error"]) == ("signal KILL", "boom")
+    if live:
+        assert out["rss"] > 0 and 11 <= out["uptime_s"] < 60
+    else:
+        assert out["rss"] is None and out["uptime_s"] is None
+    assert ("restart_in_s" in out) == (shown == "restarting")
+    assert (out["pid"] is None) == (shown == "stopped")
+
+
+def test_an_unsupervised_row_gets_uptime_from_proc():
+    row = procs._supervised({"name": "tp", "pid": os.getpid(), "state": "running"}, None)
+    assert row["restarts"] == 0 and not row["supervised"] and row["rss"] > 0
+    assert row["uptime_s"] is not None and row["uptime_s"] >= 0
