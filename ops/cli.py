@@ -432,7 +432,7 @@ def config_check(ctx, file):
 @click.pass_context
 def jobs_group(ctx, as_json):
     """Scheduled jobs ([jobs.*] in the config) and their next runs; `jobs run NAME` runs one now.
-    The scheduler itself is `python -m ops.jobs`."""
+    The scheduler runs in the supervisor of `tickstack start` (alone: `python -m ops.jobs`)."""
     if ctx.invoked_subcommand:
         return
     import datetime as dt
@@ -450,6 +450,9 @@ def jobs_group(ctx, as_json):
                 if nxt else "-")
         click.echo(f"{r['name']:15} {'on' if r['enabled'] else 'off':3} {r['time']:5} {r['tz']:20} "
                    f"{when:34} {r['does']}")
+    sup = processes.supervision(ctx.obj)
+    click.echo(f"scheduler: the supervisor (pid {sup['pid']}) runs them" if sup else
+               "scheduler: not running (`tickstack start` runs it in its supervisor; alone: python -m ops.jobs)")
 
 
 @jobs_group.command("run")

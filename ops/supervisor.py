@@ -163,18 +163,20 @@ class Supervisor:
                 self.extra.append(s)
         for name in self.order():
             pid = processes.running(self.cfg, name)
-            if not pid:
-                continue
-            c = self.child(name)
-            was = old.get(name, {})
-            same = was.get("pid") == pid
-            c.wanted, c.pid, c.live, c.log = True, pid, True, self.cfg.log_dir / f"{name}.log"
-            c.log_from = c.log.stat().st_size if c.log.exists() else 0
-            c.started_at = was.get("started_at") if same else processes.started_at_of(pid)
-            c.ready_at = (was.get("ready_at") if same else None) or time.time()
-            c.restarts = was.get("restarts", 0) if same else 0
-            c.last_exit, c.last_error = (was.get("last_exit"), was.get("last_error")) if same else (None, None)
-            self._set(c, "running", f"adopted pid {pid}")
+            if pid:
+                self._adopt(name, pid, old.get(name, {}))
+
+    def _adopt(self, name: str, pid: int, was: dict) -> None:
+        """Watch a live process this supervisor did not launch (through /proc: not our child)."""
+        c = self.child(name)
+        same = was.get("pid") == pid
+        c.wanted, c.pid, c.live, c.log = True, pid, True, self.cfg.log_dir / f"{name}.log"
+        c.log_from = c.log.stat().st_size if c.log.exists() else 0
+        c.started_at = was.get("started_at") if same else processes.started_at_of(pid)
+        c.ready_at = (was.get("ready_at") if same else None) or time.time()
+        if same:                            # what the supervisor before this one knew
+            c.restarts, c.last_exit, c.last_error = was.get("restarts", 0), was.get("last_exit"), was.get("last_error")
+        self._set(c, "running", f"adopted pid {pid}")
 
     def state(self) -> dict:
         jobs = {}
@@ -194,8 +196,12 @@ class Supervisor:
     # -- requests ------------------------------------------------------------------------------
     def want(self, names: list[str] | None, args: dict | None = None) -> dict:
         """Mark processes wanted; those in backoff or failed are launched without waiting."""
+        from strategy.names import STRATEGIES
         for n in names or ():
-            if processes.strategy_of(n) and n not in self.order():
+            st = processes.strategy_of(n)
+            if st and n not in self.order():
+                if st not in STRATEGIES and ":" not in st:
+                    raise ValueError(f"unknown strategy {st!r}: use one of {sorted(STRATEGIES)} or module:Class")
                 self.extra.append(n)
         every = self.order()
         names = names or every
@@ -208,6 +214,9 @@ class Supervisor:
             c = self.child(n)
             if n in (args or {}):
                 c.args = [str(a) for a in args[n]]
+            pid = None if c.live else processes.running(self.cfg, n)
+            if pid:                         # started by someone else meanwhile: adopted
+                self._adopt(n, pid, {})
             if c.state == "running":
                 already.append(n)
                 c.wanted = True

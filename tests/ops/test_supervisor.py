@@ -112,7 +112,8 @@ def test_stop_on_purpose_is_not_undone_and_start_asks_the_running_supervisor(cli
     assert "started: rdb hdb" in s.ts("start", "rdb", "hdb").stdout
     assert procs.supervisor_pid(s.cfg) == sup_pid   # the same supervisor, asked
     assert "started: nothing (already running)" in s.ts("start", "tp").stdout
-    assert "jobs" in sup_state(s) and "log_retention" in sup_state(s)["jobs"]  # it runs the jobs
+    assert "log_retention" in sup_state(s)["jobs"]                         # it runs the jobs
+    assert f"scheduler: the supervisor (pid {sup_pid}) runs them" in s.ts("jobs").stdout
 
 
 @pytest.mark.process
@@ -182,6 +183,13 @@ def test_a_killed_supervisor_is_replaced_and_adopts_the_live_processes(cli):
     os.kill(pids["rdb"], signal.SIGKILL)    # supervised again
     restarted(s, "rdb", pids["rdb"], 1)
 
+    procs.start(s.cfg, ["venue-A"], s.config)       # started beside the supervisor (the library)
+    venue = procs.pid_of(s.cfg, "venue-A")
+    assert "started: nothing (already running)" in s.ts("start", "venue-A").stdout
+    assert sup_state(s)["processes"]["venue-A"]["pid"] == venue       # adopted, not duplicated
+    os.kill(venue, signal.SIGKILL)
+    restarted(s, "venue-A", venue, 1)
+
 
 def _raw(endpoint: str, frames: list[bytes], kind=zmq.DEALER, wait_ms: int = 0):
     sock = zmq.Context.instance().socket(kind)
@@ -237,11 +245,12 @@ def test_oversized_and_bad_json_requests_are_refused_and_counted(lone_supervisor
     before = ask(cfg, "status")["state"]["bad_requests"]
     assert _raw(ctl, [b"x" * (1 << 20)], zmq.REQ, wait_ms=300) is None      # over MAXMSGSIZE: peer dropped
     for body in (b"{", b"[]", b'{"cmd": 5}', b'{"cmd": "start", "names": "tp"}', b'{"cmd": "nosuch"}',
-                 b'{"cmd": "start", "names": ["nosuch"]}', b"[" * 50000):
+                 b'{"cmd": "start", "names": ["nosuch"]}', b'{"cmd": "start", "names": ["strategy-nosuch"]}',
+                 b"[" * 50000):
         reply = json.loads(_raw(ctl, [body], zmq.REQ, wait_ms=5000)[0])
         assert "error" in reply, (body[:40], reply)
     assert "unknown command 'nosuch'" in json.loads(_raw(ctl, [b'{"cmd": "nosuch"}'], zmq.REQ, 5000)[0])["error"]
-    assert ask(cfg, "status")["state"]["bad_requests"] >= before + 7
+    assert ask(cfg, "status")["state"]["bad_requests"] >= before + 8
     assert procs.alive(pid, procs.SUPERVISOR, cfg.root)
 
 
