@@ -302,7 +302,7 @@ class Supervisor:
             return False if code is None else code
         return False if processes.alive(c.pid, c.name, self.cfg.root) else None
 
-    def _crash(self, c: Child, why: str, exit_text: str | None) -> None:
+    def _crash(self, c: Child, why: str, exit_text: str) -> None:
         """An exit nobody asked for, or a launch that failed: back off, or give up."""
         now = time.time()
         c.last_exit, c.last_error, c.exited_at = exit_text, why or None, now
@@ -316,14 +316,14 @@ class Supervisor:
             self._set(c, "failed", f"{len(c.crashes)} exits in {self.settings.crash_window_s:g}s; last: {why}")
             return
         c.next_start_at = now + c.delay
-        self._set(c, "backoff", f"{exit_text or 'not launched'}: {why}; again in {c.delay:g}s")
+        self._set(c, "backoff", f"{exit_text}: {why}; again in {c.delay:g}s")
         c.delay = min(c.delay * 2, self.settings.backoff_max_s)
         c.after_crash = True
 
     def _launch(self, c: Child) -> None:
         conflict = processes.port_conflict(self.cfg, c.name)
         if conflict:
-            self._crash(c, conflict, None)
+            self._crash(c, conflict, "not launched")
             return
         c.popen, c.log, c.log_from = processes.spawn(self.cfg, c.name, self.config_path, c.args)
         c.pid, c.live, c.started_at, c.ready_at, c.next_start_at = c.popen.pid, True, time.time(), None, None

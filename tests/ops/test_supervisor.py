@@ -155,6 +155,7 @@ def test_a_taken_port_backs_off_then_fails_and_the_rest_comes_up(cli):
             return rows if ok else None
         rows = wait_for(settled, timeout=90, every=0.5, what="venue-B failed, the rest running")
         assert "is in use (venues.B.port)" in rows["venue-B"]["last_error"]
+        assert rows["venue-B"]["last_exit"] == "not launched"
     finally:
         taken.close()
     assert "started: venue-B" in s.ts("start", "venue-B").stdout   # asked again, once the port is free
