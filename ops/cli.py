@@ -140,6 +140,10 @@ def _duration(seconds) -> str:
 def run(ctx, seconds, syms, rate):
     """The whole stack with the simulated feed, in the foreground."""
     cfg = ctx.obj
+    sup = processes.supervisor_pid(cfg)
+    if sup:   # its processes would be stopped here and restarted there
+        _fail(f"`tickstack start` runs this home's stack under its supervisor (pid {sup}): "
+              "`tickstack stop` first, or give `run` another --home")
     feed = ["sim"] + (["--syms", str(syms)] if syms else []) + (["--rate", str(rate)] if rate else [])
     try:
         processes.start(cfg, None, ctx.meta["config_path"], {"feed": feed})

@@ -114,6 +114,8 @@ def test_stop_on_purpose_is_not_undone_and_start_asks_the_running_supervisor(cli
     assert "started: nothing (already running)" in s.ts("start", "tp").stdout
     assert "log_retention" in sup_state(s)["jobs"]                         # it runs the jobs
     assert f"scheduler: the supervisor (pid {sup_pid}) runs them" in s.ts("jobs").stdout
+    r = s.ts("run", "--seconds", "1", ok=False)           # would fight the supervisor
+    assert r.returncode == 1 and f"under its supervisor (pid {sup_pid})" in r.stderr, r.stderr
 
 
 @pytest.mark.process
