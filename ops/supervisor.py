@@ -197,12 +197,12 @@ class Supervisor:
     def want(self, names: list[str] | None, args: dict | None = None) -> dict:
         """Mark processes wanted; those in backoff or failed are launched without waiting."""
         from strategy.names import STRATEGIES
-        for n in names or ():
+        new = list(dict.fromkeys(n for n in names or () if processes.strategy_of(n) and n not in self.order()))
+        for n in new:
             st = processes.strategy_of(n)
-            if st and n not in self.order():
-                if st not in STRATEGIES and ":" not in st:
-                    raise ValueError(f"unknown strategy {st!r}: use one of {sorted(STRATEGIES)} or module:Class")
-                self.extra.append(n)
+            if st not in STRATEGIES and ":" not in st:
+                raise ValueError(f"unknown strategy {st!r}: use one of {sorted(STRATEGIES)} or module:Class")
+        self.extra += new
         every = self.order()
         names = names or every
         bad = [n for n in names if n not in every]
