@@ -32,13 +32,30 @@ feed wants), "drop_newest" (the new message is discarded and counted), or "error
 raised in the producer, nothing is dropped). A single message larger than `buffer_bytes` is still
 accepted when the buffer is empty.
 
-Threads: `publish` runs in the caller's thread (conversion to numpy, batching, encoding, rate
-limiting by sleeping - never spinning); one background I/O thread owns the sockets (sends,
-acks, resends, time-based flushes). No per-row Python: rows travel as numpy arrays.
-A message is sent as soon as it is queued: a producer that queues one wakes the I/O thread
-through an inproc PAIR socket (one wake message at most, never lost: see `Feed._wake`), and the
-I/O thread polls with timeout 0 while it has anything sendable. `FeedStats.late_sends` counts
-messages that nonetheless waited for a poll timeout (a lost wake-up; it stays 0).
+Natural batching (`batch_ms=0`)
+------------------------------
+`batch_ms=0` means "send as soon as the socket is free", not "one message per publish": a
+publish hands its rows to the I/O thread and wakes it, and everything of a table published until
+the I/O thread gets to it goes as ONE message (at most `batch_rows` rows; a publish that brings
+a table to `batch_rows` encodes and queues it at once). At a low rate each publish goes alone and
+at once; at a high rate messages grow by themselves, so the per-message costs here, at the TP
+and at every subscriber are paid per batch. While the TP is not connected, or the buffer is
+full, or the socket is at its high-water mark, publish queues its own message at once, as with a
+timer (so the buffer-full policy applies to the producer, as always). Numbering, buffering,
+acks, resends and dedup are per message, whatever its size. `batch_rows=1` still sends every
+publish as its own message.
+
+Threads: `publish` runs in the caller's thread (conversion to numpy, rate limiting by sleeping -
+never spinning; batching and encoding when a batch is full); one background I/O thread owns the
+sockets (sends, acks, resends, natural and time-based flushes). No per-row Python: rows travel
+as numpy arrays; text columns given as numpy str arrays are converted to Arrow once per message,
+not once per publish. Messages are split to fit the TP's `pub_message_bytes` (and
+`max_message_bytes`), so the TP never has to grow its publish queue for them.
+A message is sent as soon as it is queued: a producer that queues one (or rows for one) wakes
+the I/O thread through an inproc PAIR socket (one wake message at most, never lost: see
+`Feed._wake`), and the I/O thread polls with timeout 0 while it has anything sendable.
+`FeedStats.late_sends` counts messages that nonetheless waited for a poll timeout (a lost
+wake-up; it stays 0).
 """
 from __future__ import annotations
 
@@ -69,6 +86,13 @@ _FSEQ = struct.Struct("<Q")
 _HELLO_RETRY_S = 0.2                      # re-say hello while unanswered
 _POLL_CAP_S = 0.1                         # the I/O thread re-checks deadlines at least this often
 _BURST = 256                              # messages sent per lock hold, so producers get a turn
+# batch_ms=0: a publish goes out from the publishing thread itself while fewer messages than
+# _WINDOW, holding fewer rows than _WINDOW_ROWS, await the TP's ack; beyond that, rows wait for
+# the next ack and go together (natural batching). Small, so that under load messages grow
+# instead of multiplying: each one costs an encode here and a message at every hop.
+_WINDOW = 16
+_WINDOW_ROWS = 64
+_POLLIN, _POLLOUT, _EVENTS, _NOBLOCK = int(zmq.POLLIN), int(zmq.POLLOUT), int(zmq.EVENTS), int(zmq.NOBLOCK)
 
 
 class BufferFull(RuntimeError):
@@ -140,9 +164,13 @@ class _Msg:
             self.buf, self.fseq = buf, fseq
 
 
-def _as_array(values: Any, col) -> np.ndarray | pa.Array:
-    """One column as a 1-d numpy array of its wire type. Text columns stay what they are: a
-    numpy str/object array, or an Arrow string array (kept in Arrow: no per-row objects)."""
+def _as_array(values: Any, col, want: np.dtype | None = None) -> np.ndarray | pa.Array:
+    """One column as a 1-d numpy array of its wire type (`want`, col.dtype: None for text).
+    Text columns become Arrow string arrays, except numpy str arrays, which stay numpy until
+    their message is encoded (one conversion for all the publishes it holds: see `_text`)."""
+    if type(values) is np.ndarray and values.ndim == 1:   # the common case, in a few operations
+        if (values.dtype == want) if want is not None else values.dtype.kind == "U":
+            return values
     if col.dtype is None and isinstance(values, (pa.Array, pa.ChunkedArray)):
         if isinstance(values, pa.ChunkedArray):
             values = values.combine_chunks()
@@ -161,8 +189,13 @@ def _as_array(values: Any, col) -> np.ndarray | pa.Array:
     if col.dtype is None:
         if arr.dtype.kind not in "OUS":
             raise codec.CodecError(f"column {col.name!r} ({col.type}): expected strings, got {arr.dtype}")
-        fast = _ascii_strings(arr)     # ~10x cheaper to encode than a numpy str array
-        return arr if fast is None else fast
+        if arr.dtype.kind == "U":
+            return arr                 # converted with the rest of its message (`_text`)
+        try:                           # objects or bytes: checked now, in the caller's thread
+            return pa.array(arr.astype(object) if arr.dtype.kind == "S" else arr, pa.string())
+        except (pa.ArrowException, UnicodeDecodeError) as e:
+            raise codec.CodecError(f"column {col.name!r} ({col.type}): values are not all "
+                                   f"strings ({e})") from None
     if col.type == "timestamp" and arr.dtype.kind == "M":
         return arr.astype("datetime64[ns]").view("<i8")
     if arr.dtype.kind in "OUS":
@@ -187,6 +220,22 @@ def _ascii_strings(arr: np.ndarray) -> pa.Array | None:
     np.cumsum(lengths, out=offsets[1:])
     data = chars[np.arange(w) < lengths[:, None]] if (lengths != w).any() else chars.reshape(-1)
     return pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+
+
+_PLANS: dict[int, tuple[Schema, list]] = {}
+
+
+def _text(cols: dict, schema: Schema) -> dict:
+    """Numpy str `string` columns as Arrow string arrays (vectorised when ASCII), once per
+    message. Symbol columns, short ones and non-ASCII ones stay numpy: the codec encodes those
+    itself (symbols without a string per row)."""
+    for c in schema.columns:
+        v = cols[c.name]
+        if c.type == "string" and isinstance(v, np.ndarray) and len(v) > codec.SMALL_ROWS:
+            fast = _ascii_strings(v)   # ~10x cheaper to encode than a numpy str array
+            if fast is not None:
+                cols[c.name] = fast
+    return cols
 
 
 def _concat(parts: list) -> np.ndarray | pa.Array:
@@ -214,8 +263,11 @@ class Feed:
         if not 0 < self.feed_id < 2**32:
             raise ValueError(f"feed_id must be a nonzero u32, got {self.feed_id}")
         self.registry = registry if registry is not None else load_registry()
+        codec.warm_up()
         self.endpoint = tp.ingest
         self.max_message_bytes = tp.max_message_bytes
+        # the feed's messages fit what the TP publishes whole (its queue never grows for them)
+        self.message_bytes = min(tp.max_message_bytes, tp.pub_message_bytes)
         self._batch_rows = s.batch_rows
         self._batch_s = s.batch_ms / 1000.0
         self._rows_bucket = TokenBucket(s.max_rows_per_s) if s.max_rows_per_s else None
@@ -239,6 +291,8 @@ class Feed:
         self._stop = False
         self._closed = False
         self._wake_pending = False
+        self._waiters = 0             # threads in _wait_for: acks notify only when there are any
+        self._schemas: dict[str, Schema] = {}
         self._c = dict(sent=0, sent_rows=0, acked=0, acked_rows=0, resent=0, dropped=0,
                        dropped_rows=0, rejected=0, reconnects=0, ack_timeouts=0, late_sends=0,
                        last_acked=0)
@@ -263,7 +317,7 @@ class Feed:
         # Wait briefly for the TP's last fseq so numbering continues; if the TP is down, messages
         # are buffered unnumbered and numbered when it answers.
         with self._cv:
-            self._cv.wait_for(lambda: self._next_fseq is not None, s.hello_timeout_ms / 1000.0)
+            self._wait_for(lambda: self._next_fseq is not None, s.hello_timeout_ms / 1000.0)
 
     @classmethod
     def from_config(cls, cfg, feed_id: int | None = None, registry: Registry | None = None,
@@ -279,7 +333,7 @@ class Feed:
         batch/table). They go out as one message when `batch_rows` or `batch_ms` is reached."""
         if self._closed:
             raise RuntimeError("feed is closed")
-        schema = self._schema(table)
+        schema = self._schemas.get(table) or self._schema(table)
         cols = self._columns(schema, columns)
         n = len(cols["time"])
         if n == 0:
@@ -293,18 +347,58 @@ class Feed:
                 self._msgs_bucket.take(-(-have // self._batch_rows))
         with self._lock:
             self._pending.setdefault(table, []).append(cols)
-            self._pending_rows[table] = self._pending_rows.get(table, 0) + n
-            if self._pending_rows[table] >= self._batch_rows or self._batch_s == 0:
+            rows = self._pending_rows[table] = self._pending_rows.get(table, 0) + n
+            if rows >= self._batch_rows:
                 self._flush_table(table, block=True)
+                self._send_now()
+            elif self._batch_s == 0:
+                if rows == n and not self._window_open():
+                    self._service()   # the acks that arrived may open the window for these rows
+                if not self._coalescing():
+                    self._flush_table(table, block=True)
+                    self._send_now()
+                elif rows == n and not self._unsent and self._window_open():
+                    self._flush_table(table, block=True)   # the socket is free: now, from here
+                    self._send_now()
+                elif self._unsent or rows == n:
+                    self._wake()      # the I/O thread now watches for the ack that sends these
+                # else rows of this table already wait (the window was full): these join them,
+                # and the I/O thread sends them all at an ack. A busy producer holds the GIL, so
+                # the I/O thread gets there late and the batch grows: natural batching.
             elif self._pending_since is None:
                 self._pending_since = time.monotonic()
                 self._wake()          # so the I/O thread arms the batch_ms timer
+
+    def _coalescing(self) -> bool:
+        """batch_ms=0: may rows wait to go with later ones (natural batching)? Only while the
+        TP is connected and acking, the socket takes messages and the buffer has room;
+        otherwise the producer queues its message itself. Lock held."""
+        return self._ready and not self._blocked_out and not self._full(1)
+
+    def _window_open(self) -> bool:
+        """Fewer than _WINDOW messages, holding fewer than _WINDOW_ROWS rows, await acks."""
+        inflight = self._inflight
+        return len(inflight) < _WINDOW and sum(m.nrows for m in inflight) < _WINDOW_ROWS
+
+    def _send_now(self) -> None:
+        """In a producer, after queueing messages (lock held): send them from this thread if
+        the socket takes them, and take in the replies that arrived meanwhile (any call on the
+        socket may take the notification the I/O thread waits on, so whoever calls it drains
+        it: see `_run`). What the socket would not take is left to the I/O thread."""
+        if not self._unsent or self._stop:
+            return
+        if self._ready and not self._blocked_out:
+            self._send_some()
+            self._service()
+        if self._unsent:
+            self._wake()
 
     def flush(self) -> None:
         """Turn every pending row into messages now (does not wait for acks; see `wait_acked`)."""
         with self._lock:
             for table in list(self._pending):
                 self._flush_table(table, block=True)
+            self._send_now()
 
     def wait_acked(self, timeout: float | None = None) -> bool:
         """Flush, then wait until the TP acked everything; True if it did within `timeout`.
@@ -319,7 +413,7 @@ class Feed:
                     return False
         with self._cv:
             left = None if end is None else max(0.0, end - time.monotonic())
-            return self._cv.wait_for(lambda: not (self._unsent or self._inflight) or self._stop,
+            return self._wait_for(lambda: not (self._unsent or self._inflight) or self._stop,
                                      left) and not (self._unsent or self._inflight or self._pending)
 
     def close(self, timeout: float | None = None) -> bool:
@@ -357,21 +451,29 @@ class Feed:
     # ---------------------------------------------------------------- batching
 
     def _schema(self, table: str) -> Schema:
-        return self.registry[table]
+        schema = self._schemas[table] = self.registry[table]
+        return schema
 
     @staticmethod
     def _columns(schema: Schema, data) -> dict[str, np.ndarray]:
         if isinstance(data, (pa.RecordBatch, pa.Table)):
             data = {n: data.column(n) for n in data.schema.names}
-        missing = [c for c in schema.names if c not in data]
-        extra = sorted(set(data) - set(schema.names))
-        if missing or extra:
+        plan = _PLANS.get(id(schema))
+        if plan is None or plan[0] is not schema:   # keyed by id; the entry keeps the schema alive
+            plan = _PLANS[id(schema)] = (schema, [(c.name, c, c.dtype) for c in schema.columns])
+        try:
+            cols = {name: _as_array(data[name], c, dtype) for name, c, dtype in plan[1]}
+        except KeyError:
+            cols = None
+        if cols is None or len(data) != len(cols):
+            missing = [c for c in schema.names if c not in data]
+            extra = sorted(set(data) - set(schema.names))
             raise codec.CodecError(f"table {schema.name!r}: missing columns {missing}, unknown "
                                    f"columns {extra}; columns are {schema.names}")
-        cols = {c.name: _as_array(data[c.name], c) for c in schema.columns}
-        lens = {k: len(v) for k, v in cols.items()}
-        if len(set(lens.values())) > 1:
-            raise codec.CodecError(f"table {schema.name!r}: columns differ in length: {lens}")
+        lens = set(map(len, cols.values()))
+        if len(lens) > 1:
+            raise codec.CodecError(f"table {schema.name!r}: columns differ in length: "
+                                   f"{ {k: len(v) for k, v in cols.items()} }")
         return cols
 
     def _flush_table(self, table: str, block: bool) -> bool:
@@ -385,16 +487,30 @@ class Feed:
         self._pending_rows.pop(table, None)
         if not self._pending:
             self._pending_since = None
-        cols = parts[0] if len(parts) == 1 else {k: _concat([p[k] for p in parts]) for k in parts[0]}
         schema = self.registry[table]
-        n = len(cols["time"])
+        try:
+            if len(parts) == 1 and len(parts[0]["time"]) <= self._batch_rows:  # one publish
+                cols = parts[0]
+                n = len(cols["time"])
+                fseq = self._next_fseq or 0
+                buf = codec.encode_row(schema, cols, self.feed_id, fseq) if n == 1 else None
+                if buf is None:
+                    cols = _text(cols, schema)
+                    buf = codec.encode(schema, cols, feed=self.feed_id, fseq=fseq)
+                msgs = [(buf, n)] if len(buf) <= self.message_bytes else list(self._encode(schema, cols))
+            else:
+                cols = _text(parts[0] if len(parts) == 1 else
+                             {k: _concat([p[k] for p in parts]) for k in parts[0]}, schema)
+                n = len(cols["time"])
+                msgs = [m for lo in range(0, n, self._batch_rows)
+                        for m in self._encode(schema, {k: v[lo: lo + self._batch_rows] for k, v in cols.items()})]
+        except Exception as e:  # noqa: BLE001 - some publish's text the codec refused
+            cols, n, msgs = self._encode_apart(schema, parts, e)
         done = 0
         try:
-            for lo in range(0, n, self._batch_rows):
-                chunk = {k: v[lo: lo + self._batch_rows] for k, v in cols.items()}
-                for buf, rows in self._encode(schema, chunk):
-                    self._enqueue(buf, rows, block)
-                    done += rows
+            for buf, rows in msgs:
+                self._enqueue(buf, rows, block)
+                done += rows
         except BufferFull:
             # on_full="error" loses nothing: the rows not yet queued go back to pending, so a
             # later flush()/close() (or the next publish) sends them.
@@ -408,15 +524,38 @@ class Feed:
         return True
 
     def _encode(self, schema: Schema, cols: dict[str, np.ndarray]):
-        """Codec bytes, split in halves until each fits the TP's max message size."""
+        """Codec bytes, split until each fits the largest message the TP publishes whole."""
         n = len(cols["time"])
         buf = codec.encode(schema, cols, feed=self.feed_id, fseq=self._next_fseq or 0)
-        if len(buf) <= self.max_message_bytes or n <= 1:
+        if len(buf) <= self.message_bytes or n <= 1:
             yield buf, n
             return
-        half = n // 2
-        yield from self._encode(schema, {k: v[:half] for k, v in cols.items()})
-        yield from self._encode(schema, {k: v[half:] for k, v in cols.items()})
+        pieces = min(n, max(2, -(-len(buf) * 9 // (self.message_bytes * 8))))  # ~12% headroom
+        step = -(-n // pieces)
+        for lo in range(0, n, step):
+            yield from self._encode(schema, {k: v[lo: lo + step] for k, v in cols.items()})
+
+    def _encode_apart(self, schema: Schema, parts: list, error: Exception):
+        """A batch that did not encode: each publish on its own, so that one bad publish costs
+        only its own rows: dropped, counted and reported (`last_error`, the log), never raised,
+        as the publish that brought them may be long gone (numpy str columns are converted when
+        their message is encoded; every other column is checked in `publish`). Lock held."""
+        good, msgs, bad = [], [], 0
+        for part in parts:
+            try:
+                cols = _text(dict(part), schema)
+                msgs.extend(self._encode(schema, cols))
+                good.append(cols)
+            except Exception as e:  # noqa: BLE001
+                bad += len(part["time"])
+                error = e
+        if bad:
+            self._c["dropped"] += 1
+            self._c["dropped_rows"] += bad
+            self._last_error = f"{bad} rows of table {schema.name!r} refused by the codec: {error}"
+            log.error("feed %d: %s", self.feed_id, self._last_error)
+        cols = {k: _concat([g[k] for g in good]) for k in parts[0]} if good else {}
+        return cols, sum(r for _, r in msgs), msgs
 
     # ---------------------------------------------------------------- the bounded buffer
 
@@ -429,11 +568,12 @@ class Feed:
     def _enqueue(self, buf: bytes, nrows: int, block: bool) -> None:
         """Add one message to the buffer, applying the buffer-full policy. Lock held."""
         s = self.settings
-        if self._full(len(buf)) and block and s.block_s > 0:
-            self._cv.wait_for(lambda: not self._full(len(buf)), s.block_s)
+        size = len(buf)
+        if block and self._full(size) and s.block_s > 0:
+            self._wait_for(lambda: not self._full(size), s.block_s)
         # The I/O thread (block=False) never waits or raises: it overshoots by at most the
         # one small time-flushed batch per table it checked room for.
-        if self._full(len(buf)) and block:
+        if block and self._full(size):
             if s.on_full == "error":
                 raise BufferFull(f"feed {self.feed_id}: {len(self._unsent) + len(self._inflight)} "
                                  f"unacked messages, {self._bytes} bytes, for {s.block_s}s; "
@@ -447,13 +587,22 @@ class Feed:
                 self._bytes -= len(old.buf)
                 self._c["dropped"] += 1
                 self._c["dropped_rows"] += old.nrows
-        msg = _Msg(codec.peek(buf).fseq, buf, nrows)
+        msg = _Msg(_FSEQ.unpack_from(buf, FSEQ_OFFSET)[0], buf, nrows)
         if self._next_fseq is not None:
             msg.stamp(self._next_fseq)
             self._next_fseq += 1
         self._unsent.append(msg)
-        self._bytes += len(buf)
+        self._bytes += size
+
+    def _wait_for(self, predicate, timeout):
+        """`Condition.wait_for`, counted so that acks skip notifying nobody, and so that the I/O
+        thread watches for replies meanwhile (woken to see it). Lock held."""
+        self._waiters += 1
         self._wake()
+        try:
+            return self._cv.wait_for(predicate, timeout)
+        finally:
+            self._waiters -= 1
 
     def _wake(self) -> None:
         """Nudge the I/O thread out of its poll to look at the state again (lock held).
@@ -476,27 +625,34 @@ class Feed:
     # ---------------------------------------------------------------- I/O thread
 
     def _run(self) -> None:
-        poller = zmq.Poller()
-        poller.register(self._sock, zmq.POLLIN)
-        poller.register(self._wake_rx, zmq.POLLIN)
-        poller.register(self._mon, zmq.POLLIN)
+        """The I/O thread. Producers send on the DEALER too (see `_send_now`), so every call on
+        it happens under the lock, and this thread waits on the socket's ZMQ_FD (a plain file
+        descriptor, no socket call) rather than on the socket: the FD turns readable when the
+        socket may have news, and before each wait `_service` reads ZMQ_EVENTS and drains the
+        replies, so nothing waits behind a notification another call consumed.
+        It watches the FD only while something waits on the TP's replies (`_awaiting`): in a
+        steady flow the publishing thread takes the acks in itself when its window fills, and
+        this thread is not woken once per ack."""
+        fd = (self._sock.getsockopt(zmq.FD), _POLLIN)
+        others = [(self._wake_rx, _POLLIN), (self._mon, _POLLIN)]
         try:
-            self._say_hello()
+            with self._lock:
+                self._say_hello()
             while True:
                 with self._lock:
                     if self._stop:
                         break
+                    self._service()
                     timeout = self._poll_timeout()
-                    flags = zmq.POLLIN | (zmq.POLLOUT if self._blocked_out else 0)
-                poller.modify(self._sock, flags)
-                events = dict(poller.poll(math.ceil(timeout * 1000)))
+                    items = [fd, *others] if self._awaiting() else others
+                events = dict(zmq.zmq_poll(items, math.ceil(timeout * 1000)))
                 late = 0 if events or not timeout else self._unwoken()
                 if self._wake_rx in events:
                     self._take_wake()
                 if self._mon in events:
                     self._on_monitor()
-                if events.get(self._sock, 0) & zmq.POLLIN:
-                    self._on_replies()
+                with self._lock:
+                    self._service()
                 self._tick(late)
         except Exception:               # never die silently: the producer would block forever
             log.exception("feed %d: I/O thread failed", self.feed_id)
@@ -505,22 +661,51 @@ class Feed:
                 self._last_error = "I/O thread failed; see log"
                 self._cv.notify_all()
         finally:
-            self._sock.disable_monitor()
-            self._mon.close(0)
-            self._sock.close(0)
-            self._wake_rx.close(0)
+            with self._lock:
+                self._stop = True
+                self._sock.disable_monitor()
+                self._mon.close(0)
+                self._sock.close(0)
+                self._wake_rx.close(0)
+
+    def _awaiting(self) -> bool:
+        """Does progress wait on a reply or on free space (so the I/O thread must see them at
+        once)? The hello, a producer or closer waiting, rows waiting for the window, messages
+        the socket would not take. Lock held."""
+        return (not self._ready or bool(self._waiters) or self._blocked_out
+                or (bool(self._pending) and self._batch_s == 0) or bool(self._unsent))
+
+    def _service(self) -> None:
+        """Replies and free space the DEALER shows (ZMQ_EVENTS), all of them: until the socket
+        is empty, so that its FD signals the next one. Lock held."""
+        get = self._sock.getsockopt
+        ev = get(_EVENTS)
+        while ev & _POLLIN:
+            self._on_reply()
+            ev = get(_EVENTS)
+        if self._blocked_out and ev & _POLLOUT:
+            self._blocked_out = False
+
+    def _natural(self) -> bool:
+        """Rows wait to go as one message per table, and the window is open (batch_ms=0).
+        Lock held."""
+        return (self._batch_s == 0 and bool(self._pending) and self._window_open()
+                and self._coalescing())
 
     def _unwoken(self) -> int:
-        """After a poll that timed out: how many queued messages could have been sent all along
-        and have no wake-up on its way to say so (a wake that lands just after the timeout is
-        not a lost one)."""
+        """After a poll that timed out: how many queued messages (or tables of rows waiting to
+        be one) could have been sent all along and have no wake-up on its way to say so (a wake
+        that lands just after the timeout is not a lost one)."""
         with self._lock:
-            if not (self._ready and self._unsent) or self._blocked_out or self._wake_rx.poll(0):
+            self._service()           # an ack in the socket may have opened the window
+            natural = self._natural()
+            if (not (self._ready and (self._unsent or natural)) or self._blocked_out
+                    or self._wake_rx.poll(0)):
                 return 0
-            return len(self._unsent)
+            return len(self._unsent) + (len(self._pending) if natural else 0)
 
     def _poll_timeout(self) -> float:
-        if self._ready and self._unsent and not self._blocked_out:
+        if self._ready and (self._unsent or self._natural()) and not self._blocked_out:
             return 0.0                # sendable now: only look for replies on the way
         now = time.monotonic()
         t = _POLL_CAP_S
@@ -553,9 +738,12 @@ class Feed:
                     self._c["reconnects"] += 1
                     self._rewind()
                 elif ev == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                    # Events are read in order, so a DISCONNECTED before this one has already
+                    # unset _ready: if it is set, the hello was answered on this connection
+                    # (replies can be taken in before this event is read).
                     self._connected = True
-                    self._ready = False
-                    self._say_hello()
+                    if not self._ready:
+                        self._say_hello()
 
     def _rewind(self) -> None:
         """Move every sent-but-unacked message back to the front of the send queue."""
@@ -563,27 +751,32 @@ class Feed:
             self._unsent.extendleft(reversed(self._inflight))
             self._inflight.clear()
 
-    def _on_replies(self) -> None:
-        while True:
-            try:
-                frames = self._sock.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            kind = frames[0]
-            try:
-                if kind == p.ACK and len(frames) >= 2:
-                    feed, last = p.parse_ack(frames[1])
-                    if feed == self.feed_id:
-                        self._on_ack(last)
-                elif kind == p.ERR and len(frames) >= 2:
-                    feed, fseq = p.parse_ack(frames[1])
-                    text = frames[2].decode("utf-8", "replace") if len(frames) > 2 else ""
-                    if feed == self.feed_id:
-                        self._on_err(fseq, text)
-                else:
-                    log.warning("feed %d: unexpected reply %r", self.feed_id, frames[:1])
-            except struct.error:
-                log.warning("feed %d: malformed reply %r", self.feed_id, frames)
+    def _on_reply(self) -> None:
+        """One reply from the TP (ZMQ_EVENTS said one is there). Lock held."""
+        recv = self._sock.recv
+        try:
+            f = recv(_NOBLOCK, copy=False)
+            frames = [f.bytes]
+            while f.more:              # a message arrives whole: the rest is there
+                f = recv(_NOBLOCK, copy=False)
+                frames.append(f.bytes)
+        except zmq.Again:
+            return
+        kind = frames[0]
+        try:
+            if kind == p.ACK and len(frames) >= 2:
+                feed, last = p.parse_ack(frames[1])
+                if feed == self.feed_id:
+                    self._on_ack(last)
+            elif kind == p.ERR and len(frames) >= 2:
+                feed, fseq = p.parse_ack(frames[1])
+                text = frames[2].decode("utf-8", "replace") if len(frames) > 2 else ""
+                if feed == self.feed_id:
+                    self._on_err(fseq, text)
+            else:
+                log.warning("feed %d: unexpected reply %r", self.feed_id, frames[:1])
+        except struct.error:
+            log.warning("feed %d: malformed reply %r", self.feed_id, frames)
 
     def _on_ack(self, last: int) -> None:
         with self._lock:
@@ -610,7 +803,8 @@ class Feed:
                 self._c["last_acked"] = last
             self._progress_at = time.monotonic()
             self._backoff = 1
-            self._cv.notify_all()      # hello answered and/or space freed
+            if self._waiters:          # hello answered and/or space freed
+                self._cv.notify_all()
 
     def _on_err(self, fseq: int, text: str) -> None:
         with self._lock:
@@ -643,18 +837,25 @@ class Feed:
                 self._backoff = min(16, self._backoff * 2)
                 self._progress_at = now
                 self._rewind()
+            if self._natural():       # everything published since the last send, one per table
+                for table in list(self._pending):
+                    self._flush_table(table, block=False)
             self._send_some(late)
 
     def _send_some(self, late: int = 0) -> None:
         """Send queued messages in fseq order until the queue or ZMQ's HWM stops us; the first
-        `late` of them are counted as late. Lock held."""
+        `late` of them are counted as late. Lock held (by the I/O thread or a producer)."""
+        if self._stop:
+            return
         self._blocked_out = False
         for _ in range(_BURST):
             if not self._unsent:
                 return
             m = self._unsent[0]
             try:
-                self._sock.send(m.buf, zmq.NOBLOCK, copy=len(m.buf) < 65536)
+                # copied: a zero-copy send hands each buffer to pyzmq's collector thread, a GIL
+                # hand-off per message that costs more than copying a message of <= 1 MiB
+                self._sock.send(m.buf, _NOBLOCK, copy=len(m.buf) <= self.message_bytes)
             except zmq.Again:
                 self._blocked_out = True
                 return

@@ -1,6 +1,8 @@
 """tickstack: run the stack, push and query data, inspect and fix logs, benchmark.
 
+    tickstack demo [--seconds N]          # start it all, watch, end the day, query, backtest, stop
     tickstack run                         # the whole stack with the simulated feed, until Ctrl-C
+    tickstack top [--once]                # live view of a running stack
     tickstack start|stop|status [PROC]    # tp rdb hdb feed venue-A venue-B gateway risk strategy-pairs
                                           # (start: under a supervisor that restarts them)
     tickstack query "select ..."          # SQL over today (rdb), history (hdb) or both (all)
@@ -618,6 +620,53 @@ BENCH_MODULES = {"replay": "log_replay", "tick-to-trade": "tick_to_trade"}
 def bench(name, args):
     """Benchmarks, each beside its same-run baseline (ARGS go to the benchmark; try -h)."""
     importlib.import_module(f"ops.bench.{BENCH_MODULES.get(name, name)}").main(list(args))
+
+
+# -- the demo and the live view ----------------------------------------------------------------
+@cli.command()
+@click.option("--seconds", type=click.FloatRange(min=1.0), default=30.0, show_default=True,
+              help="How long the live view runs before the end of day.")
+@click.option("--interval", type=click.FloatRange(min=0.2), default=2.0, show_default=True,
+              help="Seconds between refreshes of the live view.")
+@click.pass_context
+def demo(ctx, seconds, interval):
+    """The whole stack on this config: start it, watch it trade, end the day, query the
+    history, backtest the day, stop it."""
+    from ops.demo import DemoFailed, run as run_demo
+    t0 = time.monotonic()
+    try:
+        run_demo(ctx.obj, ctx.meta["config_path"], seconds=seconds, interval=interval)
+    except DemoFailed as e:
+        _fail(str(e))
+    except KeyboardInterrupt:
+        click.echo("demo interrupted; the stack is stopped", err=True)
+        sys.exit(130)
+    click.echo(f"\ndemo done in {time.monotonic() - t0:.0f}s; next: `tickstack start`, then "
+               f"`tickstack top`, `tickstack query ...` (see README.md)")
+
+
+@cli.command()
+@click.option("--once", is_flag=True, help="Print one frame and exit (no live refresh).")
+@click.option("--interval", type=click.FloatRange(min=0.2), default=2.0, show_default=True,
+              help="Seconds between refreshes.")
+@click.option("--width", type=click.IntRange(min=60), help="Columns to render (default: the terminal's).")
+@click.pass_obj
+def top(cfg, once, interval, width):
+    """A live view of the stack: processes, message rates, RDB rows, positions, PnL, errors."""
+    from rich.console import Console
+
+    from ops import top as view
+    console = Console(width=width) if width else Console()
+    if once:
+        # two samples a moment apart, so the frame has message rates
+        first = view.snapshot(cfg)
+        time.sleep(min(interval, 1.0))
+        console.print(view.render(view.snapshot(cfg, first)))
+        return
+    try:
+        view.watch(cfg, interval=interval, console=console)
+    except KeyboardInterrupt:
+        pass
 
 
 def _attach(module: str, attr: str) -> None:

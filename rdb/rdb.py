@@ -2,7 +2,8 @@
 memory, answer read-only SQL over it, and at end of day hand the day to the HDB and clear.
 
 Recovery is the subscriber's own guarantee: on start it replays today's log up to the
-handshake seq, then goes live, so a restarted RDB holds every message exactly once.
+handshake seq, then goes live, so a restarted RDB holds every message exactly once. It takes
+the subscriber's batches: one append per table per poll, whatever the messages in it.
 The query endpoint (hdb/server.py, ROUTER + worker threads) runs beside the ingest loop;
 DuckDB releases the GIL while it scans, and each query sees a snapshot of the tables.
 """
@@ -19,9 +20,23 @@ from rdb.store import Store
 from schemas.registry import Registry
 from tickerplant.clock import Clock
 from tickerplant.config import EodSettings, TickerplantSettings
-from tickerplant.subscriber import Subscriber, Update
+from tickerplant.subscriber import Batch, Subscriber, Update
 
 log = logging.getLogger("rdb")
+BIG_MESSAGE = 64 << 10   # bytes: messages at least this big are appended one by one
+
+
+def append_batch(store: Store, b: Batch) -> None:
+    """A subscriber batch into the store: small messages in one append of their concatenation,
+    big ones (>= BIG_MESSAGE bytes on average) one append each, straight from the message (the
+    store copies rows anyway: one copy, not two).
+    (When rdb/store.py gains an append of many messages at once, this loop goes there.)"""
+    if len(b.seqs) > 1 and b.nbytes >= len(b.seqs) * BIG_MESSAGE:
+        for cols, n in b.parts():
+            store.append_columns(b.table, cols, n)
+        return
+    cols, n = b.columns()
+    store.append_columns(b.table, cols, n)
 
 
 class Rdb:
@@ -49,11 +64,16 @@ class Rdb:
         return cls(cfg.rdb, cfg.tickerplant, cfg.eod, cfg.hdb_dir, cfg.registry(), cfg.hdb.questdb, serve)
 
     def upd(self, ev: Update) -> None:
+        """One message (the per-message API; `run` takes whole batches)."""
         cols, n = ev.columns()
         if cols is None:
             self.store.append(ev.table, ev.batch)
         else:
             self.store.append_columns(ev.table, cols, n)
+
+    def upd_batch(self, b: Batch) -> None:
+        """Every message of one table from one poll (or a stretch of the log): see append_batch."""
+        append_batch(self.store, b)
 
     def end(self, day: dt.date) -> None:
         from hdb.eod import save_day
@@ -78,9 +98,9 @@ class Rdb:
         if self.server:
             self.server.start()
         try:
-            for ev in self.sub:
-                if isinstance(ev, Update):
-                    self.upd(ev)
+            for ev in self.sub.batches():
+                if isinstance(ev, Batch):
+                    self.upd_batch(ev)
                 else:
                     self.end(ev.date)
         finally:

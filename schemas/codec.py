@@ -22,6 +22,7 @@ copy their columns straight into a destination; messages they do not handle are 
 """
 from __future__ import annotations
 
+import operator
 import struct
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -95,58 +96,202 @@ def _string_parts(arr: pa.Array) -> tuple[bytes, bytes]:
     return (offsets - lo).tobytes() if lo else offsets.tobytes(), bytes(data)
 
 
+SMALL_ROWS = 32  # up to this many rows, a numpy str symbol column is encoded in plain Python
+
+
 def encode(schema: Schema, data: Mapping[str, Any] | pa.RecordBatch | pa.Table,
            feed: int = 0, fseq: int = 0) -> bytes:
     """Rows of `schema`'s table as one message. `data` maps each column name to array-likes
-    (numpy, list, Arrow) of equal length; an Arrow batch/table works too."""
+    (numpy, list, Arrow) of equal length; an Arrow batch/table works too. Numpy columns already
+    of the wire type are copied as they are, and a symbol column of up to SMALL_ROWS numpy
+    strings is dictionary-encoded without Arrow (the same bytes, a few microseconds instead of
+    tens: single-row messages)."""
     if isinstance(data, (pa.RecordBatch, pa.Table)):
         data = {n: data.column(n) for n in data.schema.names}
     missing = [c.name for c in schema.columns if c.name not in data]
     if missing:
         raise CodecError(f"table {schema.name!r}: missing columns {missing}")
-    extra = set(data) - set(schema.names)
-    if extra:
+    if len(data) != len(schema.columns):
+        extra = set(data) - set(schema.names)
         raise CodecError(f"table {schema.name!r}: unknown columns {sorted(extra)}; "
                          f"columns are {schema.names}")
     nrows = None
     sections: list[bytes] = []
-    for col in schema.columns:
-        v = data[col.name]
-        if col.type == "symbol":
-            arr = _strings(v)
-            enc = pc.dictionary_encode(arr)
-            off, dat = _string_parts(enc.dictionary)
-            codes = np.asarray(enc.indices, dtype="<i4").tobytes()
+    for name, typ, item in schema.plan:
+        v = data[name]
+        if item:
+            dtype = _DTYPES[typ]
+            if type(v) is np.ndarray and v.dtype == dtype and v.ndim == 1:
+                arr = v
+            else:
+                arr = _fixed(v, dtype, typ == "timestamp")
+                if arr.ndim != 1:
+                    raise CodecError(f"column {name!r}: expected 1-d values")
             n = len(arr)
-            sec = b"".join([_SYMHEAD.pack(len(enc.dictionary), 0), off, dat,
-                            b"\0" * _pad(len(dat), 4), codes])
-        elif col.type == "string":
+            sec = arr.tobytes()
+        elif typ == "symbol":
+            got = _small_symbols(v) or _numpy_symbols(v)
+            if got is None:
+                arr = _strings(v)
+                enc = arr.dictionary_encode()
+                off, dat = _string_parts(enc.dictionary)
+                codes = np.asarray(enc.indices, dtype="<i4").tobytes()
+                n = len(arr)
+                sec = b"".join([_SYMHEAD.pack(len(enc.dictionary), 0), off, dat,
+                                b"\0" * _pad(len(dat), 4), codes])
+            else:
+                sec, n = got
+        else:
             arr = _strings(v)
             off, dat = _string_parts(arr)
             n = len(arr)
             sec = off + dat
-        else:
-            arr = _fixed(v, col.dtype, col.type == "timestamp")
-            if arr.ndim != 1:
-                raise CodecError(f"column {col.name!r}: expected 1-d values")
-            n = len(arr)
-            sec = arr.tobytes()
         if nrows is None:
             nrows = n
         elif n != nrows:
-            raise CodecError(f"table {schema.name!r}: column {col.name!r} has {n} rows, "
+            raise CodecError(f"table {schema.name!r}: column {name!r} has {n} rows, "
                              f"expected {nrows}")
         sections.append(sec)
     if nrows > MAX_ROWS:
         raise CodecError(f"{nrows} rows in one message; split it (max {MAX_ROWS})")
-    name = schema.name.encode()
-    parts = [HEADER.pack(MAGIC, VERSION, len(schema.columns), len(name), nrows, feed, fseq),
-             name, b"\0" * _pad(len(name)),
-             np.array([len(s) for s in sections], dtype="<u8").tobytes()]
-    for s in sections:
-        parts.append(s)
-        parts.append(b"\0" * _pad(len(s)))
+    tname = schema.name.encode()
+    parts = [HEADER.pack(MAGIC, VERSION, len(schema.columns), len(tname), nrows, feed, fseq),
+             tname, _ZEROS[:_pad(len(tname))], _lengths(len(sections)).pack(*map(len, sections))]
+    for sec in sections:
+        parts.append(sec)
+        parts.append(_ZEROS[:_pad(len(sec))])
     return b"".join(parts)
+
+
+_ZEROS = bytes(8)
+
+
+def _numpy_symbols(v) -> tuple[bytes, int] | None:
+    """The symbol section of a numpy str array without a Python string per row: Arrow hashes
+    the rows' fixed-width UCS-4 bytes (numpy pads with NULs, so equal strings have equal bytes)
+    and only the distinct words become strings. The same bytes as the Arrow path (dictionary
+    in order of first appearance). None: take the Arrow path."""
+    if type(v) is not np.ndarray or v.dtype.kind != "U" or v.ndim != 1 or not v.dtype.itemsize:
+        return None
+    n, w = len(v), v.dtype.itemsize
+    raw = pa.Array.from_buffers(pa.binary(w), n, [None, pa.py_buffer(np.ascontiguousarray(v))])
+    enc = raw.dictionary_encode()
+    d = enc.dictionary
+    try:
+        words = [x.encode() for x in np.frombuffer(d.buffers()[1], v.dtype, len(d), d.offset * w).tolist()]
+    except UnicodeEncodeError:     # e.g. a lone surrogate: the Arrow path says what is wrong
+        return None
+    data = b"".join(words)
+    offsets = np.zeros(len(words) + 1, "<i4")
+    np.cumsum(np.fromiter(map(len, words), np.int64, len(words)), out=offsets[1:])
+    codes = np.asarray(enc.indices, dtype="<i4")
+    return b"".join([_SYMHEAD.pack(len(words), 0), offsets.tobytes(), data,
+                     _ZEROS[:_pad(len(data), 4)], codes.tobytes()]), n
+
+
+def encode_row(schema: Schema, cols: Mapping[str, Any], feed: int = 0, fseq: int = 0) -> bytes | None:
+    """`encode` of a single row, in one struct call, for tables of fixed-width columns and one
+    symbol column (trade, quote, ...): the same bytes, a fraction of the work (a paced feed
+    pays it on every message, with cold caches). `cols` must hold 1-element numpy arrays of the
+    wire types, the symbol as a numpy str array; None means "use encode"."""
+    enc = _row_encoder(schema)
+    if enc is None:
+        return None
+    sym = cols["sym"]
+    if type(sym) is not np.ndarray or sym.dtype.kind != "U" or sym.shape != (1,):
+        return None
+    try:
+        word = sym[0].encode()
+    except UnicodeEncodeError:
+        return None
+    st = enc.by_len.get(len(word))
+    if st is None:
+        st = enc.compile(len(word))
+    try:
+        return st.pack(MAGIC, VERSION, enc.ncols, enc.tlen, 1, feed, fseq, enc.name, *st.lengths,
+                       cols["time"][0], 1, st.wlen, word, *[cols[c][0] for c in enc.fixed])
+    except (struct.error, IndexError, TypeError):
+        return None
+
+
+_STRUCT_CODES = {"timestamp": "q", "float64": "d", "float32": "f", "int64": "q", "int32": "i",
+                 "int16": "h", "int8": "b"}
+
+
+class _RowEncoder:
+    """The struct of a one-row message of one schema, per byte length of its symbol: header,
+    name, section lengths, `time`, the symbol section (1 entry: the word, code 0), the other
+    columns, every section padded to 8; zeros are pad bytes, so only values are passed."""
+
+    def __init__(self, schema: Schema):
+        self.schema = schema
+        self.ncols = len(schema.plan)
+        name = schema.name.encode()
+        self.tlen = len(name)
+        self.name = name + bytes(_pad(len(name)))
+        rest = schema.plan[2:]
+        self.fixed = [c for c, _, _ in rest]
+        self.items = [item for _, _, item in rest]
+        self.codes = "".join(_STRUCT_CODES[t] + "x" * _pad(item) for _, t, item in rest)
+        self.by_len: dict[int, _RowStruct] = {}
+
+    def compile(self, wlen: int) -> "_RowStruct":
+        sym_len = 4 + 4 + 8 + wlen + _pad(wlen, 4) + 4   # ndict, 0, offsets 0 and wlen, word, code
+        sym = f"I4x4xi{wlen}s{_pad(wlen, 4) + 4 + _pad(sym_len)}x"
+        st = _RowStruct(f"<4sBBHIIQ{len(self.name)}s{self.ncols}Qq{sym}{self.codes}",
+                        (8, sym_len, *self.items), wlen)
+        if len(self.by_len) > 256:
+            self.by_len.clear()
+        self.by_len[wlen] = st
+        return st
+
+
+class _RowStruct(struct.Struct):
+    def __init__(self, fmt: str, lengths: tuple, wlen: int):
+        super().__init__(fmt)
+        self.lengths, self.wlen = lengths, wlen
+
+
+_ROW: dict[int, tuple[Schema, _RowEncoder | None]] = {}
+
+
+def _row_encoder(schema: Schema) -> _RowEncoder | None:
+    got = _ROW.get(id(schema))
+    if got is None or got[0] is not schema:     # keyed by id; the entry keeps the schema alive
+        got = _ROW[id(schema)] = (schema, _RowEncoder(schema) if _fast_check(schema) is not None else None)
+    return got[1]
+
+
+def _small_symbols(v) -> tuple[bytes, int] | None:
+    """The symbol section of a short numpy str array, in plain Python: the same bytes as the
+    Arrow path (dictionary in order of first appearance). None: take the Arrow path."""
+    if type(v) is not np.ndarray or v.dtype.kind != "U" or v.ndim != 1 or len(v) > SMALL_ROWS:
+        return None
+    index: dict[str, int] = {}
+    codes = [index.setdefault(x, len(index)) for x in v.tolist()]
+    try:
+        words = [w.encode() for w in index]
+    except UnicodeEncodeError:     # e.g. a lone surrogate: the Arrow path says what is wrong
+        return None
+    data = b"".join(words)
+    offsets = [0]
+    for w in words:
+        offsets.append(offsets[-1] + len(w))
+    n, k = len(codes), len(words)
+    return b"".join([_SYMHEAD.pack(k, 0), struct.pack(f"<{k + 1}i", *offsets), data,
+                     _ZEROS[:_pad(len(data), 4)], struct.pack(f"<{n}i", *codes)]), n
+
+
+def warm_up() -> None:
+    """Pay Arrow's one-time compute set-up now (its first dictionary_encode takes ~0.3 s here),
+    not on a process's first message: feeds and subscribers call this when they start."""
+    global _warm
+    if not _warm:
+        pc.dictionary_encode(pa.array(["a", "b", "a"]))
+        _warm = True
+
+
+_warm = False
 
 
 def _unpack(buf) -> tuple:
@@ -226,6 +371,119 @@ def _offsets(buf, start: int, count: int, datalen: int, what: str) -> None:
 
 def validate(buf: bytes | memoryview, registry: Registry) -> Header:
     """Check a message fully against its table's schema; raise CodecError saying what is wrong."""
+    return Header(*check(buf, registry))
+
+
+def check(buf: bytes | memoryview, registry: Registry) -> tuple[str, int, int, int]:
+    """`validate`, returning (table, nrows, feed, fseq): the tickerplant's per-message path.
+
+    Tables of fixed-width columns and one symbol column (trade, quote, ...) take a fast path of
+    a dozen Python operations for the whole message, whatever its rows: the section lengths are
+    compared at once with the ones `nrows` implies, and a one-sym section is checked without
+    numpy. Anything it does not accept outright goes through the full check, which accepts or
+    raises exactly as before, so both paths accept the same messages."""
+    if len(buf) >= HEADER.size:
+        magic, version, ncols, tlen, nrows, feed, fseq = HEADER.unpack_from(buf)
+        if magic == MAGIC and version == VERSION:
+            schema = registry.get_bytes(bytes(buf[HEADER.size: HEADER.size + tlen]))
+            if schema is not None:
+                fast = _fast_check(schema)
+                if fast is not None and fast.accepts(buf, ncols, tlen, nrows):
+                    return schema.name, nrows, feed, fseq
+    h = _validate(buf, registry)
+    return h.table, h.nrows, h.feed, h.fseq
+
+
+class _FastCheck:
+    """The fast path of `check` for one schema: `time`, `sym`, then fixed-width columns (no
+    bool: its values need a look). Says True only for a message `_validate` accepts."""
+
+    def __init__(self, schema: Schema):
+        self.schema = schema
+        self.ncols = len(schema.plan)
+        self.lengths = _lengths(self.ncols)
+        fixed = [i for i, (_, _, item) in enumerate(schema.plan) if item]
+        self.items = [schema.plan[i][2] for i in fixed]
+        self.fixed = operator.itemgetter(*fixed)
+        self.by_rows: dict[int, tuple] = {}     # nrows -> (fixed lengths, their padded total)
+
+    def expected(self, nrows: int) -> tuple:
+        e = self.by_rows.get(nrows)
+        if e is None:
+            lens = [nrows * it for it in self.items]
+            e = (tuple(lens) if len(lens) > 1 else lens[0], sum(n + _pad(n) for n in lens))
+            if len(self.by_rows) > 4096:   # batch sizes vary: keep the cache small
+                self.by_rows.clear()
+            self.by_rows[nrows] = e
+        return e
+
+    def accepts(self, buf, ncols: int, tlen: int, nrows: int) -> bool:
+        n = len(buf)
+        pos = HEADER.size + tlen + (-tlen & 7)
+        if ncols != self.ncols or pos + 8 * ncols > n:
+            return False
+        lengths = self.lengths.unpack_from(buf, pos)
+        want, fixed_total = self.expected(nrows)
+        ln = lengths[1]
+        start = pos + 8 * ncols + 8 * nrows          # time is first: 8 * nrows, already aligned
+        if self.fixed(lengths) != want or start + fixed_total - 8 * nrows + ln + (-ln & 7) != n:
+            return False
+        if ln < 12:
+            return False
+        ndict, _ = _SYMHEAD.unpack_from(buf, start)
+        head_len = 8 + 4 * (ndict + 1)
+        if ndict > max(nrows, 1) or head_len + 4 * nrows > ln:
+            return False
+        datalen = _U32.unpack_from(buf, start + 8 + 4 * ndict)[0]
+        if head_len + datalen + (-datalen & 3) + 4 * nrows != ln:
+            return False
+        end = start + ln
+        if ndict == 1:
+            if _PAIR.unpack_from(buf, start + 8) != (0, datalen):
+                return False
+        elif not ndict:
+            if datalen:
+                return False
+        elif ndict < 1024:    # a tuple and a sort beat numpy's call overheads here
+            off = (_INTS.get(ndict + 1) or _ints(ndict + 1)).unpack_from(buf, start + 8)
+            if off[0] != 0 or list(off) != sorted(off):
+                return False
+        else:
+            off = np.frombuffer(buf, "<i4", ndict + 1, start + 8)
+            if off[0] != 0 or (np.diff(off) < 0).any():
+                return False
+        try:
+            str(memoryview(buf)[start + head_len: start + head_len + datalen], "utf-8")
+        except UnicodeDecodeError:
+            return False
+        if nrows == 1:
+            return _U32.unpack_from(buf, end - 4)[0] < ndict
+        return not nrows or int(np.frombuffer(buf, "<u4", nrows, end - 4 * nrows).max()) < ndict
+
+
+_FAST: dict[int, tuple[Schema, _FastCheck | None]] = {}
+_INTS: dict[int, struct.Struct] = {}
+
+
+def _ints(count: int) -> struct.Struct:
+    s = _INTS.get(count)
+    if s is None:
+        s = _INTS[count] = struct.Struct(f"<{count}i")
+    return s
+
+
+def _fast_check(schema: Schema) -> _FastCheck | None:
+    got = _FAST.get(id(schema))
+    if got is None or got[0] is not schema:     # keyed by id; the entry keeps the schema alive
+        plan = schema.plan
+        ok = (len(plan) >= 2 and plan[0][1] == "timestamp" and plan[1][1] == "symbol"
+              and all(item and typ != "bool" for _, typ, item in plan[2:]))
+        got = _FAST[id(schema)] = (schema, _FastCheck(schema) if ok else None)
+    return got[1]
+
+
+def _validate(buf, registry: Registry) -> Header:
+    """The full check, column by column, for every schema; the error names what is wrong."""
     head, schema, spans = _layout(buf, registry)
     nrows = head.nrows
     for (name, typ, item), (start, ln) in zip(schema.plan, spans):
@@ -300,13 +558,16 @@ def decode(buf: bytes | memoryview, registry: Registry) -> tuple[Header, pa.Reco
     return head, pa.RecordBatch.from_arrays(arrays, names=schema.names)
 
 
-def columns(buf: bytes | memoryview, registry: Registry) -> tuple[Header, Schema, list]:
+def columns(buf: bytes | memoryview, registry: Registry, words: bool = True) -> tuple[Header, Schema, list]:
     """Numpy views of a validated message, without building Arrow objects (the single-row hot
     path): fixed columns as arrays, symbols as (int32 codes, list of dictionary strings),
-    strings as Arrow arrays."""
+    strings as Arrow arrays. words=False gives each symbol dictionary as an Arrow string array
+    over the message's bytes instead of a list (for merging many messages' dictionaries
+    without a Python string per entry)."""
     head, schema, spans = _layout(buf, registry)
     n = head.nrows
     out = []
+    whole = None
     for (name, typ, item), (start, ln) in zip(schema.plan, spans):
         if item:
             out.append(np.frombuffer(buf, _DTYPES[typ], n, start))
@@ -314,16 +575,20 @@ def columns(buf: bytes | memoryview, registry: Registry) -> tuple[Header, Schema
             ndict = _U32.unpack_from(buf, start)[0]
             o = start + 8
             data = o + 4 * (ndict + 1)
-            if ndict == 1:
+            codes = np.frombuffer(buf, "<i4", n, start + ln - 4 * n)
+            if ndict == 1 and words:
                 a, b = _PAIR.unpack_from(buf, o)
-                words = [str(memoryview(buf)[data + a: data + b], "utf-8")]
-            else:
-                off = np.frombuffer(buf, "<i4", ndict + 1, o).tolist()
-                raw = bytes(memoryview(buf)[data: data + off[-1]])
-                words = [raw[off[i]: off[i + 1]].decode() for i in range(ndict)]
-            out.append((np.frombuffer(buf, "<i4", n, start + ln - 4 * n), words))
+                out.append((codes, [str(memoryview(buf)[data + a: data + b], "utf-8")]))
+                continue
+            if whole is None:
+                whole = pa.py_buffer(buf)
+            datalen = _U32.unpack_from(buf, o + 4 * ndict)[0]
+            d = pa.Array.from_buffers(pa.string(), ndict, [None, whole.slice(o, 4 * (ndict + 1)),
+                                                           whole.slice(data, datalen)])
+            out.append((codes, d.to_pylist() if words else d))
         else:
-            whole = pa.py_buffer(buf)
+            if whole is None:
+                whole = pa.py_buffer(buf)
             out.append(pa.Array.from_buffers(pa.string(), n, [None, whole.slice(start, 4 * (n + 1)),
                                                               whole.slice(start + 4 * (n + 1), ln - 4 * (n + 1))]))
     return head, schema, out

@@ -21,15 +21,25 @@ class TickerplantSettings(Settings):
     ctl: str = "tcp://127.0.0.1:5012"      # ROUTER (clients speak REQ): sub handshake, status, eod, stop
     mode: Literal["immediate", "batched"] = "immediate"  # zero-latency or timer publish
     batch_ms: int = Field(100, ge=1)       # publish interval in batched mode
-    pub_hwm: int = Field(100_000, ge=100)  # per-subscriber queue in messages; beyond it, drop + log catch-up
-    # per-subscriber queue in bytes: the TP lowers the message count above so that the queue
-    # holds at most this many bytes of its largest messages (tickerplant/tp.py)
+    pub_hwm: int = Field(100_000, ge=100)  # per-subscriber queue in messages at most; beyond it, drop + log catch-up
+    # per-subscriber queue in bytes: the queue holds pub_queue_bytes // pub_message_bytes
+    # messages (at most pub_hwm), and each published message holds at most pub_message_bytes
     pub_queue_bytes: int = Field(128 << 20, ge=1 << 20)
+    # the largest message the TP publishes: a loop's payloads of one table go out together as
+    # one message up to this size, counting 128 bytes per frame (a single larger payload goes
+    # alone; our feeds never send one). Feeds split their messages to fit it.
+    pub_message_bytes: int = Field(1 << 20, ge=4096)
     heartbeat_ms: int = Field(500, ge=10)
     max_message_bytes: int = Field(256 << 20, ge=1024)
     ctl_max_bytes: int = Field(1 << 20, ge=1024)  # a control frame over this: ZeroMQ drops the peer
     loop_msgs: int = Field(4096, ge=1)     # ingest messages taken per loop before logging/publishing
     fsync: Literal["never", "eod", "always"] = "eod"
+
+    def queue_messages(self, message_bytes: int | None = None) -> int:
+        """The high-water mark, in messages, that holds a subscriber's queue to pub_queue_bytes
+        when each message is at most `message_bytes` (default pub_message_bytes)."""
+        size = message_bytes or self.pub_message_bytes
+        return max(1, min(self.pub_hwm, self.pub_queue_bytes // size))
 
 
 class TickerplantConfig(StackSettings):

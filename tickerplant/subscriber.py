@@ -4,14 +4,29 @@
         if isinstance(ev, Update): ...ev.table, ev.batch (pyarrow.RecordBatch), ev.seq
         else: ...ev.date                      # EndOfDay, after the day's last message
 
+    for b in Subscriber(tables=["trade"]).batches():      # natural batching, see below
+        if isinstance(b, Batch): ...b.table, b.columns(), b.arrow(), b.seqs, b.counts, b.date
+        else: ...b.date                       # EndOfDay, after the day's last batch
+
     Subscriber(tp_settings, ["quote"]).run(upd=lambda table, batch: ..., end=lambda date: ...)
+    Subscriber(tp_settings, ["quote"]).run(upd_batch=lambda b: ..., end=lambda date: ...)
 
 `tp` is the TP's `TickerplantSettings` (default: the [tickerplant] section of $TICKSTACK_CONFIG,
 else the embedded defaults). Table definitions come from the TP in the handshake (as kdb's
 .u.sub returns the schema) unless a registry is given.
 
+Batches. `batches()` hands a consumer, per table, the rows of every message that arrived in one
+poll (everything the socket held when it looked, up to POLL_MSGS messages), concatenated in
+order; a stretch read from the log (joining, a gap) comes in batches of up to BATCH_BYTES of
+payload per table. At a low rate a batch is one message, at once; at a high rate batches grow
+by themselves, so the consumer pays per batch, not per message. The messages, rows and order
+are those of the per-message iterator, exactly once; an EndOfDay comes after every batch of
+its day and before any of the next.
+
 Socket semantics. A SUB socket connects to the TP's PUB; ZeroMQ reconnects it by itself after a
-TP restart. Three ways to miss data, each handled:
+TP restart. Its receive queue holds `TickerplantSettings.queue_messages()` messages, each at
+most `pub_message_bytes` (the TP's own bound), so it too is bounded in bytes. Three ways to
+miss data, each handled:
   * slow joiner: a new subscription reaches the PUB some time after connect. The handshake asks
     the TP's ctl socket for (day, log file, seq S) and the TP then publishes !hello with our
     token; once the hello arrives, everything after it is live and everything up to S is read
@@ -22,21 +37,26 @@ TP restart. Three ways to miss data, each handled:
     publishes, so the records are always there).
   * a missed !eod: a message or heartbeat of a later day closes the old day from its log.
 A message reaching us both live and from the log is delivered once: a table's seq only grows.
-Sym filtering happens here, on whole batches (one numpy mask per batch).
+A published message of one table's payloads that continues exactly where that table left off,
+all of today, is taken whole (a few operations, whatever its payloads); anything else goes
+payload by payload through the checks above.
+Sym filtering happens here, on whole batches (one numpy mask per batch or message).
 """
 from __future__ import annotations
 
 import datetime as dt
 import logging
 import os
+import struct
 import time
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import zmq
 
-from schemas.codec import columns, decode, peek
+from schemas.codec import columns, decode, peek, warm_up
 from schemas.registry import Registry
 from schemas.settings import section
 from tickerplant import protocol as p
@@ -44,6 +64,12 @@ from tickerplant.config import TickerplantSettings
 from tickerplant.log import FILE_HEADER, LogReader, is_control, parse_control
 
 log = logging.getLogger("subscriber")
+
+POLL_MSGS = 4096            # messages taken from the socket in one poll, at most, per batch
+BATCH_BYTES = 32 << 20      # payload bytes per table in one batch read from the log, at most
+_POLL_END = object()        # the stream's marker: the socket had nothing more (a batch ends)
+_NOBLOCK, _POLLIN = p.NOBLOCK, int(zmq.POLLIN)
+_NROWS, _NROWS_AT = struct.Struct("<I"), 8   # a payload's row count in its header
 
 
 class SubscriberError(RuntimeError):
@@ -76,9 +102,147 @@ class Update:
         return f"Update({self.table}, seq={self.seq}, date={self.date}, rows={self.batch.num_rows})"
 
 
+class Batch:
+    """The rows of consecutive messages of one table, in order: `table`, `date`, `seqs` (each
+    message's seq), `counts` (each message's rows in the batch: after a sym filter, maybe 0),
+    `columns()` -> (columns, rows) in the form `schemas.codec.columns` gives them (numpy arrays,
+    (int32 codes, words) for symbols, Arrow arrays for strings; what `Store.append_columns`
+    takes), `arrow()` -> pyarrow.RecordBatch, `len(batch)` rows, `parts()` each message's
+    columns apart, `nbytes` the payload bytes. Columns are built on first use:
+    views of the message itself when the batch is one message, else one concatenation per
+    column (symbols merged into one dictionary)."""
+    __slots__ = ("table", "date", "seqs", "nbytes", "_payloads", "_registry", "_syms", "_cols", "_n",
+                 "_counts")
+
+    def __init__(self, table: str, date: dt.date, seqs: list[int], payloads: list, registry: Registry,
+                 syms: set | None = None, nbytes: int = 0):
+        self.table, self.date, self.seqs, self.nbytes = table, date, seqs, nbytes
+        self._payloads, self._registry, self._syms = payloads, registry, syms
+        self._cols = self._counts = None
+        self._n = 0
+
+    def parts(self):
+        """(columns, rows) of each message in turn, as views of the message itself: no
+        concatenation, for a consumer that copies rows anyway (the RDB's store does, and for
+        big messages one copy beats two). With a sym filter: the filtered batch, as one part."""
+        if self._syms is not None or self._payloads is None:
+            yield self.columns()
+            return
+        for b in self._payloads:
+            head, _, cols = columns(b, self._registry)
+            yield cols, head.nrows
+
+    def columns(self) -> tuple[list, int]:
+        if self._cols is None:
+            self._cols, self._counts = _gather(self._payloads, self._registry)
+            self._n = int(self._counts.sum())
+            if self._syms is not None:
+                self._filter()
+            self._payloads = None  # the columns hold what they need
+        return self._cols, self._n
+
+    @property
+    def counts(self) -> np.ndarray:
+        self.columns()
+        return self._counts
+
+    def __len__(self) -> int:
+        return self.columns()[1]
+
+    @property
+    def rows(self) -> int:
+        """Rows in the batch: from the messages' headers while the columns are not built."""
+        if self._cols is None and self._syms is None:
+            return sum(_NROWS.unpack_from(b, _NROWS_AT)[0] for b in self._payloads)
+        return self.columns()[1]
+
+    def _filter(self) -> None:
+        codes, words = self._cols[1]
+        lut = np.fromiter((w in self._syms for w in words), bool, len(words))
+        if lut.all():
+            return
+        mask = lut[codes]
+        ends = np.cumsum(self._counts)
+        kept = np.concatenate([[0], np.cumsum(mask)])
+        self._counts = kept[ends] - kept[ends - self._counts]
+        self._n = int(kept[-1])
+        self._cols = [(c[0][mask], c[1]) if isinstance(c, tuple)
+                      else c.filter(pa.array(mask)) if isinstance(c, pa.Array) else c[mask]
+                      for c in self._cols]
+
+    def arrow(self) -> pa.RecordBatch:
+        cols, n = self.columns()
+        schema = self._registry[self.table]
+        arrays = []
+        for c, col in zip(schema.columns, cols):
+            if c.type == "symbol":
+                codes, words = col
+                arrays.append(pa.DictionaryArray.from_arrays(pa.array(codes, pa.int32()),
+                                                             pa.array(words, pa.string())))
+            elif c.type == "string":
+                arrays.append(col)
+            elif c.type == "bool":
+                arrays.append(pa.array(col.astype(bool)))
+            else:
+                arrays.append(pa.Array.from_buffers(c.arrow, n, [None, pa.py_buffer(np.ascontiguousarray(col))]))
+        return pa.RecordBatch.from_arrays(arrays, schema=schema.arrow)
+
+    def __repr__(self) -> str:
+        return f"Batch({self.table}, date={self.date}, messages={len(self.seqs)}, seqs={self.seqs[0]}..{self.seqs[-1]})"
+
+
+def _gather(payloads: list, registry: Registry) -> tuple[list, np.ndarray]:
+    """(columns, rows per message) of validated payloads of one table, concatenated in order:
+    one `columns` call per message (views, a few microseconds), then one concatenation per
+    column; symbol dictionaries are merged in Arrow, so only the batch's distinct words
+    become Python strings. (Many messages of one buffer can skip even the per-message call:
+    see the log replay's vectorised layouts.)"""
+    if len(payloads) == 1:
+        head, _, cols = columns(payloads[0], registry)
+        return cols, np.array([head.nrows], np.int64)
+    parts = [columns(b, registry, words=False) for b in payloads]
+    counts = np.fromiter((h.nrows for h, _, _ in parts), np.int64, len(parts))
+    schema = parts[0][1]
+    out = []
+    for j, (_, typ, item) in enumerate(schema.plan):
+        got = [c[j] for _, _, c in parts]
+        if item:
+            out.append(np.concatenate(got))
+        elif typ == "symbol":
+            out.append(_merge_symbols(got, counts))
+        else:
+            out.append(pa.concat_arrays(got))
+    return out, counts
+
+
+def _merge_symbols(got: list, counts: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """One (codes, words) from each message's (codes, Arrow dictionary): the distinct words of
+    all the dictionaries (one Arrow hash pass) and each row's code into them."""
+    dicts = [d for _, d in got]
+    sizes = np.fromiter(map(len, dicts), np.int64, len(dicts))
+    enc = pc.dictionary_encode(pa.concat_arrays(dicts))
+    lut = enc.indices.to_numpy(zero_copy_only=False)
+    codes = np.concatenate([c for c, _ in got]).astype(np.int64)
+    codes += np.repeat(np.cumsum(sizes) - sizes, counts)
+    return lut[codes].astype(np.int32, copy=False), enc.dictionary.to_pylist()
+
+
 @dataclass(frozen=True, slots=True)
 class EndOfDay:
     date: dt.date
+
+
+_METAS: dict[int, struct.Struct] = {}
+
+
+def _metas(k: int) -> struct.Struct:
+    """k METAs (date, seq, prev) back to back, read in one call."""
+    s = _METAS.get(k)
+    if s is None:
+        if len(_METAS) > 4096:
+            _METAS.clear()
+        s = _METAS[k] = struct.Struct("<" + "IQQ" * k)
+    return s
 
 
 class Subscriber:
@@ -96,7 +260,8 @@ class Subscriber:
         self.ctx = ctx or zmq.Context.instance()
         self.sub = self.ctx.socket(zmq.SUB)
         self.sub.setsockopt(zmq.LINGER, 0)
-        self.sub.setsockopt(zmq.RCVHWM, self.tp.pub_hwm)
+        # in messages of at most pub_message_bytes each: the same byte bound as the TP's queue
+        self.sub.setsockopt(zmq.RCVHWM, self.tp.queue_messages())
         for t in self.tables or [""]:
             self.sub.setsockopt(zmq.SUBSCRIBE, p.topic(t) if t else b"")
         self.sub.setsockopt(zmq.SUBSCRIBE, p.CONTROL_PREFIX)
@@ -109,12 +274,24 @@ class Subscriber:
         self.reader: LogReader | None = None
         self.cursor = (FILE_HEADER.size, 0)
         self.last: dict[str, int] = {}
-        self.counters = {"live": 0, "from_log": 0, "gaps": 0}
+        self.counters = {"live": 0, "from_log": 0, "gaps": 0, "malformed": 0}
+        self._ymd = 0                         # self.day as yyyymmdd (0: no day)
 
     def close(self) -> None:
         self.closed = True
 
-    def run(self, upd, end=None) -> None:
+    def run(self, upd=None, end=None, upd_batch=None) -> None:
+        """Call `upd(table, batch)` per message, or `upd_batch(batch)` per Batch; `end(date)`
+        at each end of day."""
+        if upd_batch is not None:
+            for b in self.batches():
+                if isinstance(b, Batch):
+                    upd_batch(b)
+                elif end is not None:
+                    end(b.date)
+            return
+        if upd is None:
+            raise TypeError("run() needs upd(table, batch) or upd_batch(batch)")
         for ev in self:
             if isinstance(ev, Update):
                 upd(ev.table, ev.batch)
@@ -146,6 +323,7 @@ class Subscriber:
     # -- the log ------------------------------------------------------------------------------
     def _begin(self, day: dt.date, path=None) -> None:
         self.day = day
+        self._ymd = p.ymd(day)
         self.logdir = os.path.dirname(path) if path else self.logdir
         self.reader = None
         self.cursor = (FILE_HEADER.size, 0)
@@ -183,6 +361,7 @@ class Subscriber:
 
     def _end(self):
         self.ended, self.day, self.reader = self.day, None, None
+        self._ymd = 0
         yield EndOfDay(self.ended)
 
     def _roll_to(self, day: dt.date):
@@ -195,56 +374,144 @@ class Subscriber:
             self._begin(day)
 
     def _deliver(self, table: str, seq: int, payload):
+        """One message goes to the consumer: the stream's item for it."""
         self.last[table] = seq
+        return table, (seq,), [payload], self.day
+
+    def _update(self, table: str, seq: int, day: dt.date, payload) -> Update | None:
+        """A message as an Update, sym-filtered (None: none of its rows is wanted)."""
         if self.syms is None:
-            return Update(table, seq, self.day, payload, self.registry)
+            return Update(table, seq, day, payload, self.registry)
         _, _, cols = columns(payload, self.registry)
         codes, words = cols[1]
         lut = np.fromiter((w in self.syms for w in words), bool, len(words))
         if not lut.any():
             return None
         if lut.all():
-            return Update(table, seq, self.day, payload, self.registry)
+            return Update(table, seq, day, payload, self.registry)
         _, batch = decode(payload, self.registry)
-        return Update(table, seq, self.day, batch=batch.filter(pa.array(lut[codes])))
+        return Update(table, seq, day, batch=batch.filter(pa.array(lut[codes])))
 
     # -- the stream ---------------------------------------------------------------------------
     def start(self) -> "Subscriber":
         """Handshake now (it otherwise happens on the first iteration): afterwards nothing
         published is missed, even before iteration begins."""
         if self._snapshot is None:
+            warm_up()
             self._snapshot = self._handshake()
         return self
 
     _snapshot: dict | None = None
 
     def __iter__(self):
+        """Update per message, EndOfDay per day."""
+        update = self._update
+        for item in self._stream():
+            if type(item) is tuple:
+                table, seqs, payloads, day = item
+                for seq, payload in zip(seqs, payloads):
+                    ev = update(table, seq, day, payload)
+                    if ev is not None:
+                        yield ev
+            elif item is not _POLL_END:
+                yield item
+
+    def batches(self):
+        """Batch per table per poll (and per stretch of log), EndOfDay per day."""
+        acc: dict[str, list] = {}   # table -> [seqs, payloads, bytes, day], in arrival order
+        syms = self.syms
+
+        def flush():
+            for table, (seqs, payloads, nbytes, day) in acc.items():
+                b = Batch(table, day, seqs, payloads, self.registry, syms, nbytes)
+                if syms is None or len(b):
+                    yield b
+            acc.clear()
+
+        for item in self._stream():
+            if type(item) is tuple:
+                table, seqs, payloads, day = item
+                a = acc.get(table)
+                if a is None:
+                    a = acc[table] = [list(seqs), payloads, 0, day]
+                else:
+                    a[0].extend(seqs)
+                    a[1].extend(payloads)
+                a[2] += sum(map(len, payloads))
+                if a[2] >= BATCH_BYTES:
+                    del acc[table]
+                    b = Batch(table, a[3], a[0], a[1], self.registry, syms, a[2])
+                    if syms is None or len(b):
+                        yield b
+            elif item is _POLL_END:
+                if acc:
+                    yield from flush()
+            else:  # EndOfDay: after every batch of its day
+                yield from flush()
+                yield item
+
+    def _stream(self):
+        """The state machine: items (table, seqs, payloads, day) in the order they are to be
+        delivered, EndOfDay, and _POLL_END after each poll's messages."""
         rep = self.start()._snapshot
         self._begin(dt.date.fromisoformat(rep["date"]), rep["log"])
         yield from self._read_log(rep["seq"] + 1)
+        yield _POLL_END
         silent_ms = 0
         limit = 10 * self.tp.heartbeat_ms
+        recv, counters = self.sub.recv, self.counters
+        items = [(self.sub, _POLLIN)]
         while not self.closed:
-            if not self.sub.poll(100):
+            if not zmq.zmq_poll(items, 100):
                 silent_ms += 100
                 if silent_ms == limit:
                     log.warning("no heartbeat from the tickerplant for %d ms; waiting", limit)
                 continue
             silent_ms = 0
-            frames = self.sub.recv_multipart(copy=False)
-            head = frames[0].bytes
-            if head == p.HB_TOPIC:
-                yield from self._heartbeat(*p.parse_news(frames[1].bytes))
-            elif head == p.EOD_TOPIC:
-                day = p.parse_news(frames[1].bytes)[0]
-                if self.day is not None and day >= self.day:
-                    yield from self._read_log(None)  # its end-of-day record ends the day
-                    if self.day is not None:
-                        yield from self._end()
-            elif head[:1] != p.CONTROL_PREFIX:
-                cut = head.index(b"\0")
-                yield from self._live(head[:cut].decode(), memoryview(head)[cut + 1:], frames[1:])
+            for _ in range(POLL_MSGS):
+                try:
+                    f = recv(_NOBLOCK, copy=False)
+                except zmq.Again:
+                    break
+                frames = [f]
+                while f.more:  # the rest of a multipart message is there with its first frame
+                    f = recv(_NOBLOCK, copy=False)
+                    frames.append(f)
+                head = frames[0].bytes
+                if head[:1] == p.CONTROL_PREFIX:
+                    yield from self._control(head, frames)
+                    continue
+                cut = head.find(b"\0")
+                k = len(frames) - 1
+                if cut < 0 or len(head) != cut + 1 + p.META.size * k:
+                    counters["malformed"] += 1
+                    log.warning("dropped a malformed message from the tickerplant (%d frames)", k + 1)
+                    continue
+                table = head[:cut].decode()
+                metas = _metas(k).unpack_from(head, cut + 1) if k else ()
+                seqs, prevs = metas[1::3], metas[2::3]
+                last = self.last  # _begin replaces it
+                before = last.get(table, 0)
+                if (k and prevs[0] == before and metas[0::3].count(self._ymd) == k
+                        and seqs[0] > before and prevs[1:] == seqs[:-1]):
+                    # the usual case: today's, continuing exactly where this table left off
+                    last[table] = seqs[-1]
+                    counters["live"] += k
+                    yield table, seqs, [x.buffer for x in frames[1:]], self.day
+                else:
+                    yield from self._live(table, metas, frames[1:])
+            yield _POLL_END
         self.sub.close(0)
+
+    def _control(self, head: bytes, frames):
+        if head == p.HB_TOPIC:
+            yield from self._heartbeat(*p.parse_news(frames[1].bytes))
+        elif head == p.EOD_TOPIC:
+            day = p.parse_news(frames[1].bytes)[0]
+            if self.day is not None and day >= self.day:
+                yield from self._read_log(None)  # its end-of-day record ends the day
+                if self.day is not None:
+                    yield from self._end()
 
     def _heartbeat(self, day: dt.date, seq: int, last: dict[str, int]):
         if self.day is None or day > self.day:
@@ -254,9 +521,10 @@ class Subscriber:
             self.counters["gaps"] += 1
             yield from self._read_log(seq + 1)
 
-    def _live(self, table: str, metas: bytes, payloads):
+    def _live(self, table: str, metas: tuple, payloads):
+        """Payload by payload: a new day, a duplicate, a gap before it."""
         for i, frame in enumerate(payloads):
-            ymd, seq, prev = p.META.unpack_from(metas, i * p.META.size)
+            ymd, seq, prev = metas[3 * i: 3 * i + 3]
             day = p.date_of(ymd)
             if self.day is None or day > self.day:
                 yield from self._roll_to(day)
@@ -269,6 +537,4 @@ class Subscriber:
                 self.counters["gaps"] += 1
                 yield from self._read_log(seq)
             self.counters["live"] += 1
-            ev = self._deliver(table, seq, frame.buffer)
-            if ev is not None:
-                yield ev
+            yield self._deliver(table, seq, frame.buffer)

@@ -15,21 +15,30 @@ empty delimiter, a body) gets exactly one JSON reply, an error one for anything 
 (counted as `dropped_control`). ZeroMQ itself disconnects a peer sending a frame over
 `ctl_max_bytes` (control) or 2 x `max_message_bytes` (ingest).
 
-Memory per subscriber is bounded in bytes. ZeroMQ's high-water mark counts messages, and a
-changed SNDHWM only applies to connections made afterwards (libzmq 4.3.5, checked), so the TP
-sizes it from the largest message it has published, rounded up to a power of two ("class"):
-hwm = clamp(pub_queue_bytes // class, 1, pub_hwm). When a message larger than the class is about
-to go out, the class grows and the PUB endpoint is unbound and bound again with the new hwm:
-every subscriber reconnects by itself and fills what it missed from the log. So each connection's
-queue holds at most hwm messages of at most `class` bytes each.
+Memory per subscriber is bounded in bytes. ZeroMQ's high-water mark counts messages (a
+multipart message is one), and a changed SNDHWM only applies to connections made afterwards
+(libzmq 4.3.5, checked), so the TP fixes both factors of the product at bind time: it never
+publishes a message of more than `pub_message_bytes` (payloads plus 128 per frame; the class),
+and sets hwm = clamp(pub_queue_bytes // class, 1, pub_hwm). Natural batching is what keeps
+this from costing anything: the payloads of one table that one loop took go out together as
+one multipart message, split where the next payload would cross the class or where the message
+would hold more than pub_hwm // hwm payloads (so a full queue holds at most pub_queue_bytes and
+at most pub_hwm payloads, as when each payload went alone). A single payload
+larger than the class (our feeds split theirs to fit; a raw sender might not) makes the class
+grow to the next power of two and the PUB endpoint unbind and bind again with the new hwm:
+every subscriber reconnects by itself and fills what it missed from the log (`pub_rebinds`).
+
+Per message, the loop costs: two recvs, `codec.check` (a dozen operations for tables of
+fixed-width columns and one symbol column), the dedup lookup; the log write, the metas and
+the PUB send are per loop and table (one send call per payload frame).
 
 State, all of it:
   day, log        the trading day and its LogWriter (log.seq = last seq written today)
   last[table]     seq of the table's last message today (the `prev` of its next one)
   fseq[feed]      last fseq logged per feed id
-  pending[table]  batched mode: [(meta, frame)] waiting for the publish timer
+  pending[table]  batched mode: [(meta, frame, size)] waiting for the publish timer
   counters        what came in, what went out, what was refused
-  pub_class       the publish queue's message size class (bytes; see above)
+  pub_class       the largest message the publish queue is sized for (bytes; see above)
 """
 from __future__ import annotations
 
@@ -41,11 +50,12 @@ import os
 import reprlib
 import time
 from collections import Counter, defaultdict
+from itertools import chain, repeat
 from pathlib import Path
 
 import zmq
 
-from schemas.codec import HEADER, MAGIC, CodecError, peek, validate
+from schemas.codec import HEADER, MAGIC, CodecError, check, peek
 from schemas.registry import Registry
 from tickerplant import protocol as p
 from tickerplant.clock import Clock
@@ -58,7 +68,6 @@ log = logging.getLogger("tickerplant")
 # What one queued message costs beyond its bytes, per frame: libzmq's 64-byte msg_t in the pipe
 # plus the allocation header of its content. Part of the publish queue's byte accounting.
 FRAME_COST = 128
-BATCH_GROUP_BYTES = 1 << 20  # batched mode: one published multipart message holds at most this
 CTL_PER_LOOP = 64            # control requests served per loop, so a flood cannot starve ingest
 _brief = reprlib.Repr()
 _brief.maxstring = _brief.maxother = 60
@@ -78,8 +87,8 @@ class Tickerplant:
         self.pending: dict[str, list] = defaultdict(list)
         self.stopping = False
         self.last_error = ""
-        # below this class every subscriber gets the full pub_hwm (single-row flows)
-        self.pub_class = max(1, settings.pub_queue_bytes // settings.pub_hwm)
+        # what the TP publishes per message, at most: the queue is sized for it once, at bind
+        self.pub_class = settings.pub_message_bytes
         self._open_day()
         self._bind()
 
@@ -118,7 +127,7 @@ class Tickerplant:
         head = peek(rec.payload)
         self.last[head.table] = rec.seq
         # size the publish queue for the day's messages now, not by a rebind at the first one
-        cost = len(rec.payload) + 2 * FRAME_COST
+        cost = len(rec.payload) + 2 * FRAME_COST + p.META.size
         if cost > self.pub_class:
             self.pub_class = 1 << (cost - 1).bit_length()
         if head.feed:
@@ -165,14 +174,31 @@ class Tickerplant:
 
     def pub_hwm(self) -> int:
         """Messages each subscriber's queue may hold: pub_queue_bytes of the current class."""
-        return max(1, min(self.tp.pub_hwm, self.tp.pub_queue_bytes // self.pub_class))
+        return self.tp.queue_messages(self.pub_class)
+
+    @property
+    def pub_group(self) -> int:
+        """Payloads one published message may hold, so that a full queue holds at most pub_hwm
+        payloads (as many as it did when each payload went alone)."""
+        return max(1, self.tp.pub_hwm // self.pub_hwm())
+
+    @property
+    def pub_class(self) -> int:
+        """The largest message the publish queue is sized for (bytes)."""
+        return self._pub_class
+
+    @pub_class.setter
+    def pub_class(self, value: int) -> None:
+        self._pub_class = value
+        self._group = self.pub_group
 
     def _grow_pub(self, cost: int) -> None:
-        """A message of `cost` bytes is about to be published and exceeds the class: grow the
+        """A payload of `cost` bytes is about to be published and exceeds the class: grow the
         class and rebind, so that no existing queue (sized for smaller messages) takes it.
+        Never happens for payloads up to pub_message_bytes (every message from our feeds).
         Known libzmq 4.3.5 race (zeromq/libzmq#3442): a subscriber connection that breaks in the
         few ms while the unbind tears it down, in the middle of a multipart message, can trip an
-        assertion; rebinds are rare (once per size class) to keep that window negligible."""
+        assertion; rebinds are rare (once per size class above pub_message_bytes)."""
         old = self.pub_class
         self.pub_class = 1 << (cost - 1).bit_length()
         hwm = self.pub_hwm()
@@ -246,95 +272,137 @@ class Tickerplant:
 
     def take(self) -> int:
         """Take what the ingest socket holds (up to `loop_msgs` messages), log it in one write,
-        publish it, ack the feeds. O(1) Python per message whatever its row count."""
-        accepted, acks = [], {}
-        recv, reg, limit = self.ingest.recv, self.registry, self.tp.max_message_bytes
-        c = self.counters
-        biggest = 0
+        publish it (one multipart message per table), ack the feeds. O(1) Python per message
+        whatever its row count; see the module docstring for what that O(1) is."""
+        tables, sizes, msgs, acks = [], [], [], {}
+        recv, reg, limit, fseqs = self.ingest.recv, self.registry, self.tp.max_message_bytes, self.fseq
+        received = rows = 0
         for _ in range(self.tp.loop_msgs):
             try:
                 ident = recv(NOBLOCK)
                 # a ROUTER delivers a whole message at once: the rest is there (NOBLOCK anyway)
                 msg = recv(NOBLOCK, copy=False)
-                if msg.more:
-                    frames = [msg]
-                    while frames[-1].more:
-                        frames.append(recv(NOBLOCK, copy=False))
-                    self._other(ident, frames)
-                    continue
             except zmq.Again:
                 break
-            buf = msg.buffer
-            c["received"] += 1
-            n = len(buf)
+            if msg.more:
+                frames = [msg]
+                try:
+                    while frames[-1].more:
+                        frames.append(recv(NOBLOCK, copy=False))
+                except zmq.Again:
+                    break
+                self._other(ident, frames)
+                continue
+            received += 1
+            n = len(msg)
             if n > limit:
-                self._reject(ident, buf, f"message of {n} bytes exceeds max_message_bytes "
-                                         f"({limit}); send smaller batches")
+                self._reject(ident, msg.buffer, f"message of {n} bytes exceeds max_message_bytes "
+                                                f"({limit}); send smaller batches")
                 continue
             try:
-                head = validate(buf, reg)
+                table, nrows, feed, fseq = check(msg.buffer, reg)
             except CodecError as e:
-                self._reject(ident, buf, str(e))
+                self._reject(ident, msg.buffer, str(e))
                 continue
             except Exception as e:  # noqa: BLE001 - a message the codec did not foresee
-                self._reject(ident, buf, f"malformed message ({type(e).__name__}: {e})")
+                self._reject(ident, msg.buffer, f"malformed message ({type(e).__name__}: {e})")
                 continue
-            if n > biggest:
-                biggest = n
-            if head.feed:
-                acks[head.feed] = ident
-                if head.fseq <= self.fseq.get(head.feed, 0):
-                    c["duplicates"] += 1
+            if feed:
+                acks[feed] = ident
+                if fseq <= fseqs.get(feed, 0):
+                    self.counters["duplicates"] += 1
                     continue
-                self.fseq[head.feed] = head.fseq
-            accepted.append((head.table, head.nrows, msg))
-        if accepted:
-            if self.tp.mode == "immediate" and biggest + 2 * FRAME_COST > self.pub_class:
-                self._grow_pub(biggest + 2 * FRAME_COST)
-            self._log_and_publish(accepted)
-        for feed, ident in acks.items():
-            self.ingest.send_multipart([ident, p.ACK, p.ack(feed, self.fseq.get(feed, 0))])
-        return len(accepted)
-
-    def _log_and_publish(self, accepted: list) -> None:
-        seq = self.log.append([m.buffer for _, _, m in accepted])
-        last, c = self.last, self.counters
-        immediate = self.tp.mode == "immediate"
-        send = self.pub.send
-        rows = 0
-        for table, nrows, msg in accepted:
-            meta = p.META.pack(self.ymd, seq, last.get(table, 0))
-            last[table] = seq
-            seq += 1
+                fseqs[feed] = fseq
+            tables.append(table)
+            sizes.append(n)
+            msgs.append(msg)
             rows += nrows
-            if immediate:
-                send(topic(table) + meta, SNDMORE)
-                send(msg, 0, copy=False)
-            else:
-                self.pending[table].append((meta, msg))
+        if received:
+            self.counters["received"] += received
+        if msgs:
+            self._log_and_publish(tables, sizes, msgs, rows)
+        if acks:
+            send = self.ingest.send
+            for feed, ident in acks.items():
+                send(ident, SNDMORE)
+                send(p.ACK, SNDMORE)
+                send(p.ack(feed, fseqs.get(feed, 0)))
+        return len(msgs)
+
+    def _log_and_publish(self, tables: list, sizes: list, msgs: list, rows: int) -> None:
+        """Log the loop's messages in one write, then publish each table's as one message (or
+        as few as the class allows), or keep them for the timer in batched mode."""
+        seq = self.log.append(msgs)
+        k = len(msgs)
+        c = self.counters
         c["rows"] += rows
-        c["logged"] += len(accepted)
+        c["logged"] += k
+        last = self.last
+        if tables.count(tables[0]) == k:  # one table (the usual loop): its seqs are consecutive
+            table = tables[0]
+            groups = {table: (range(seq, seq + k), chain((last.get(table, 0),), range(seq, seq + k - 1)),
+                              msgs, sizes)}
+            last[table] = seq + k - 1
+        else:
+            by: dict[str, tuple[list, list, list, list]] = {}
+            for i, table in enumerate(tables):
+                g = by.get(table)
+                if g is None:
+                    g = by[table] = ([], [last.get(table, 0)], [], [])
+                g[0].append(seq + i)
+                g[1].append(seq + i)
+                g[2].append(msgs[i])
+                g[3].append(sizes[i])
+            for table, g in by.items():
+                last[table] = g[0][-1]
+            groups = by
+        ymd = repeat(self.ymd)
+        if self.tp.mode == "immediate":
+            for table, (seqs, prevs, frames, fsizes) in groups.items():
+                metas = b"".join(map(p.META.pack, ymd, seqs, prevs))
+                self._publish(table, metas, frames, fsizes)
+        else:
+            for table, (seqs, prevs, frames, fsizes) in groups.items():
+                self.pending[table].extend(zip(map(p.META.pack, ymd, seqs, prevs), frames, fsizes))
+
+    def _publish(self, table: str, metas: bytes, frames: list, sizes: list) -> None:
+        """[topic + metas, payload, ...] of one table's payloads in order, split so that no
+        message costs more than the class (payload bytes + META + 128 per frame) or holds more
+        than `pub_group` payloads; a payload that alone exceeds the class goes alone, after the
+        queue has grown for it."""
+        k = len(frames)
+        per = FRAME_COST + p.META.size
+        limit, group = self._pub_class, self._group
+        if k <= group and sum(sizes) + k * per + FRAME_COST <= limit:
+            self._send_group(topic(table) + metas, frames)
+            return
+        start, cost, m = 0, FRAME_COST, p.META.size
+        for i, size in enumerate(sizes):
+            if i > start and (cost + size + per > limit or i - start == group):
+                self._send_group(topic(table) + metas[start * m: i * m], frames[start:i])
+                start, cost = i, FRAME_COST
+            if size + per + FRAME_COST > limit:
+                self._grow_pub(size + per + FRAME_COST)
+                limit, group = self._pub_class, self._group
+            cost += size + per
+        self._send_group(topic(table) + metas[start * m:], frames[start:])
+
+    def _send_group(self, head: bytes, frames: list) -> None:
+        """One multipart message: the payload frames go as the received zmq.Frames (no copy).
+        By hand, with int flags: pyzmq's send_multipart does enum arithmetic per frame."""
+        send = self.pub.send
+        send(head, SNDMORE)
+        last = len(frames) - 1
+        for i, f in enumerate(frames):
+            send(f, 0 if i == last else SNDMORE, copy=False)
 
     def _publish_pending(self) -> None:
-        """One multipart message per table and up to BATCH_GROUP_BYTES (a bigger payload goes
-        alone), so the publish queue's class stays near that size."""
+        """Batched mode: what the timer collected, one table at a time, in as few messages as
+        the class allows."""
         for table, items in self.pending.items():
-            start, cost = 0, FRAME_COST
-            for i, (_, f) in enumerate(items):
-                size = len(f.buffer) + FRAME_COST + p.META.size
-                if i > start and cost + size > BATCH_GROUP_BYTES:
-                    self._publish_group(table, items[start:i], cost)
-                    start, cost = i, FRAME_COST
-                cost += size
-            if start < len(items):
-                self._publish_group(table, items[start:], cost)
+            metas, frames, sizes = zip(*items)
+            self._publish(table, b"".join(metas), list(frames), list(sizes))
         self.pending.clear()
-
-    def _publish_group(self, table: str, items: list, cost: int) -> None:
-        if cost > self.pub_class:
-            self._grow_pub(cost)
-        self.pub.send_multipart([topic(table) + b"".join(m for m, _ in items),
-                                 *(f for _, f in items)], copy=False)
 
     def _reject(self, ident: bytes, buf, why: str) -> None:
         feed = fseq = 0

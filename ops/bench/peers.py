@@ -516,7 +516,7 @@ class Peer:
             plan = ("paced", rate, n_msgs)
         rows_sent = rows_per_msg * n_msgs
         calls["create"](address, key)
-        ctx = mp.get_context("fork")
+        ctx = mp.get_context("spawn")  # fork copies whatever threads the caller runs (pytest, zmq I/O): a rare segfault in the child
         ready, go, out = ctx.Event(), ctx.Event(), ctx.Queue()
         progress, stamps = ctx.RawValue("q", 0), ctx.RawArray("d", 2)
         consumer = ctx.Process(target=_consumer_main, name=f"{self.name}-consumer",

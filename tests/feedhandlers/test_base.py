@@ -335,15 +335,18 @@ def publish_paced(feed: Feed, rate: float, seconds: float) -> int:
                          ids=["batch_rows=1", "batch_ms=0"])
 def test_steady_single_rows_never_wait_for_the_poll(shared_tp, fid, mode):
     """2k msg/s for 2 s: every message is sent when published, none when the poll times out
-    (the lost-wake bug sent each of them ~100 ms late, on the poll cap, after a few dozen)."""
+    (the lost-wake bug sent each of them ~100 ms late, on the poll cap, after a few dozen).
+    batch_rows=1 sends one message per publish; batch_ms=0 may put publishes made while acks
+    are outstanding into one message (natural batching), numbered like any other."""
     with Feed.from_config(shared_tp, fid, **mode) as f:
         n = publish_paced(f, rate=2000, seconds=2.0)
         assert f.wait_acked(10)
         s = f.stats()
     assert s.late_sends == 0, f"{s.late_sends} of {n} messages waited for the poll timeout"
-    assert (s.sent, s.acked, s.resent, s.ack_timeouts, s.dropped) == (n, n, 0, 0, 0)
+    assert (s.sent_rows, s.acked_rows, s.resent, s.ack_timeouts, s.dropped) == (n, n, 0, 0, 0)
+    assert s.acked == s.sent and (s.sent == n if mode.get("batch_rows") == 1 else 0 < s.sent <= n)
     got = logged(shared_tp, fid)
-    assert [fs for _, fs, _, _ in got] == list(range(1, n + 1))
+    assert [fs for _, fs, _, _ in got] == list(range(1, s.sent + 1))
     assert (sizes(got) == np.arange(n)).all()
 
 
@@ -379,3 +382,82 @@ def test_no_message_waits_for_the_poll_whatever_the_timing(shared_tp, gaps_us, t
     for k in range(threads):                      # each thread's rows in its publish order
         mine = got[(got >= k * per) & (got < (k + 1) * per)]
         assert (np.diff(mine) == 1).all()
+
+
+# ---------------------------------------------------------------- natural batching
+# batch_ms=0: a publish goes out at once from the publishing thread while fewer than _WINDOW
+# messages (of fewer than _WINDOW_ROWS rows) await the TP's ack; publishes made while that many
+# are outstanding go out together at the next ack, one message per table (at most batch_rows
+# rows), in order, numbered like any other message.
+
+def test_publishes_made_while_acks_are_outstanding_go_as_one_message(stack):
+    from feedhandlers.base import _WINDOW, _WINDOW_ROWS
+    cfg, procs = stack
+    start_tp(cfg, procs)
+    f = Feed.from_config(cfg, 21, batch_ms=0, batch_rows=20)
+    quote = {"time": [T0], "sym": ["Q"], "bid": [1.0], "ask": [1.1], "bsize": [1], "asize": [2]}
+    pid = procs.running["tp"].pid
+    os.kill(pid, signal.SIGSTOP)        # no ack comes back meanwhile
+    try:
+        for i in range(50):
+            f.publish("trade", trade_rows(i, 1))
+            f.publish("quote", quote)   # another table: its own messages
+        assert f.stats().pending_rows > 0, "rows wait for the window"
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert f.wait_acked(10) and f.close(10)
+    got = logged(cfg, 21)
+    trades = [b.num_rows for _, _, tb, b in got if tb == "trade"]
+    quotes = [b.num_rows for _, _, tb, b in got if tb == "quote"]
+    # the first publishes go alone until the window is full (single rows: _WINDOW messages, or
+    # _WINDOW_ROWS rows); then rows wait, and go when batch_rows fill a message (sent by the
+    # producer) or at the ack (the rest)
+    w = min(_WINDOW, _WINDOW_ROWS) // 2
+    assert trades == [1] * w + [20, 20, 50 - w - 40] and quotes == trades
+    assert [fs for _, fs, _, _ in got] == list(range(1, len(got) + 1))
+    assert (sizes([g for g in got if g[2] == "trade"]) == np.arange(50)).all()
+    assert f.stats().late_sends == 0
+
+
+@pytest.mark.process
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(calls=st.lists(st.tuples(st.integers(0, 30), st.booleans()), min_size=1, max_size=40),
+       batch_rows=st.integers(1, 40))
+def test_natural_batching_keeps_rows_in_order_exactly_once(shared_tp, calls, batch_rows):
+    """Publishes of any sizes, some made holding the feed's lock (so the I/O thread cannot
+    step in): the log holds every row once, in publish order, in messages of at most
+    batch_rows rows numbered 1..n."""
+    fid = next(_ids)
+    f = Feed.from_config(shared_tp, fid, batch_ms=0, batch_rows=batch_rows)
+    start = 0
+    for n, busy in calls:
+        if busy:
+            with f._lock:
+                f.publish("trade", trade_rows(start, n))
+        else:
+            f.publish("trade", trade_rows(start, n))
+        start += n
+    assert f.close(10)
+    got = logged(shared_tp, fid)
+    assert [fs for _, fs, _, _ in got] == list(range(1, len(got) + 1))
+    assert all(0 < b.num_rows <= batch_rows for *_, b in got)
+    assert (sizes(got) == np.arange(start)).all()
+    s = f.stats()
+    assert (s.sent_rows, s.acked_rows, s.dropped, s.late_sends) == (start, start, 0, 0)
+
+
+@pytest.mark.process
+def test_text_the_codec_refuses_costs_only_its_own_publish(shared_tp):
+    """A numpy str column the codec cannot encode (a lone surrogate), published among good
+    rows that wait together: the good rows are logged, the bad ones counted and reported."""
+    fid = next(_ids)
+    f = Feed.from_config(shared_tp, fid, batch_ms=0)
+    bad = trade_rows(3, 1) | {"sym": np.array(["\udc80"])}
+    with f._lock:
+        f.publish("trade", trade_rows(0, 3))
+        f.publish("trade", bad)
+        f.publish("trade", trade_rows(4, 2))
+    assert f.close(10)
+    s = f.stats()
+    assert (s.dropped_rows, s.acked_rows) == (1, 5) and "refused by the codec" in s.last_error
+    assert sizes(logged(shared_tp, fid)).tolist() == [0, 1, 2, 4, 5]

@@ -121,3 +121,66 @@ def test_user_tables_extend_the_registry(tmp_path):
     (tmp_path / "bad.toml").write_text('[oops]\nsym = "symbol"\ntime = "timestamp"\n')
     with pytest.raises(SchemaError, match="first two columns"):
         load_registry(tmp_path)
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(trade_rows(), st.data())
+def test_the_fast_check_accepts_exactly_what_the_full_check_accepts(cols, data):
+    """`check` takes a shortcut for fixed-width + one-symbol tables: on any message, intact or
+    mutated, it must agree with the column-by-column check (same verdict, same header)."""
+    from schemas.codec import _validate, check
+    msg = bytearray(encode(REG["trade"], cols, feed=3, fseq=9))
+    for _ in range(data.draw(st.integers(0, 3))):
+        i = data.draw(st.integers(0, len(msg) - 1))
+        msg[i] = data.draw(st.integers(0, 255))
+    try:
+        want = _validate(bytes(msg), REG)
+    except CodecError:
+        want = None
+    try:
+        got = check(memoryview(bytes(msg)), REG)
+    except CodecError:
+        got = None
+    assert got == (None if want is None else (want.table, want.nrows, want.feed, want.fseq))
+
+
+@given(st.lists(syms, min_size=0, max_size=40), st.integers(0, 5))
+def test_short_symbol_columns_encode_to_the_same_bytes_either_way(words, repeat):
+    """Up to SMALL_ROWS numpy strings take a plain-Python path; it must give the Arrow path's
+    bytes (an Arrow input always takes the Arrow path)."""
+    vals = (words * (repeat + 1))[:40]
+    n = len(vals)
+    arr = np.array(vals, dtype=str) if vals else np.array([], "<U1")  # (numpy drops trailing NULs)
+    cols = {"time": np.arange(n, dtype=np.int64), "price": np.ones(n), "size": np.arange(n)}
+    fast = encode(REG["trade"], cols | {"sym": arr})
+    assert fast == encode(REG["trade"], cols | {"sym": pa.array(arr.tolist(), pa.string())})
+
+
+@given(st.data())
+def test_a_single_row_encodes_to_the_same_bytes_on_the_struct_path(data):
+    """encode_row (one struct call, the paced feed's path) gives encode's bytes, for any row
+    of any fixed-width + symbol table."""
+    from schemas.codec import encode_row
+    for table in ("trade", "quote"):
+        schema = REG[table]
+        cols = {"time": np.array([data.draw(i64)], np.int64),
+                "sym": np.array([data.draw(syms)], dtype=str)}
+        for c in schema.columns[2:]:
+            v = data.draw(st.floats(allow_nan=False, width=64) if c.type == "float64" else i64)
+            cols[c.name] = np.array([v], c.dtype)
+        feed, fseq = data.draw(st.integers(0, 2**32 - 1)), data.draw(st.integers(0, 2**64 - 1))
+        got = encode_row(schema, cols, feed, fseq)
+        assert got is not None and got == encode(schema, cols, feed=feed, fseq=fseq)
+        validate(got, REG)
+    assert encode_row(REG["order"], cols) is None  # string columns: not this path
+
+
+@given(st.lists(syms, min_size=33, max_size=300))
+def test_long_numpy_symbol_columns_encode_to_the_same_bytes_as_arrow_strings(vals):
+    """A numpy str symbol column above SMALL_ROWS is hashed on its UCS-4 bytes; it must give
+    the bytes the Arrow path gives for the same strings."""
+    arr = np.array(vals, dtype=str)
+    n = len(arr)
+    cols = {"time": np.arange(n, dtype=np.int64), "price": np.ones(n), "size": np.arange(n)}
+    assert encode(REG["trade"], cols | {"sym": arr}) == \
+        encode(REG["trade"], cols | {"sym": pa.array(arr.tolist(), pa.string())})
