@@ -4,6 +4,7 @@
     tickstack run                         # the whole stack with the simulated feed, until Ctrl-C
     tickstack top [--once]                # live view of a running stack
     tickstack start|stop|status [PROC]    # tp rdb hdb feed venue-A venue-B gateway risk strategy-pairs
+                                          # (start: under a supervisor that restarts them)
     tickstack query "select ..."          # SQL over today (rdb), history (hdb) or both (all)
     tickstack order buy|sell SYM QTY [--limit PX]; orders; cancel ID; halt; resume
     tickstack positions | pnl | risk      # from the risk process
@@ -48,7 +49,7 @@ def cli(ctx, config_path, home):
 def _proc_names(cfg, names) -> list[str] | None:
     """The named processes (folder names such as tickerplant work too); an unknown name is an
     error listing the known ones."""
-    known = processes.process_names(cfg)
+    known = processes.process_names(cfg, processes.running_strategies(cfg))
     bad = [n for n in names if processes.canonical(n) not in known]
     if bad:
         _fail(f"no process {', '.join(bad)}; the processes are: {' '.join(known)} "
@@ -64,9 +65,11 @@ PROC = click.STRING
 @click.pass_context
 def start(ctx, names):
     """Start processes (default: all: tp rdb hdb feed, the venues, the gateway, risk, the
-    strategies of [strategy] run)."""
+    strategies of [strategy] run) under this home's supervisor, which restarts any that dies
+    and runs the scheduled jobs; returns once they are ready."""
+    from ops import supervisor
     try:
-        done = processes.start(ctx.obj, _proc_names(ctx.obj, names), ctx.meta["config_path"])
+        done = supervisor.start(ctx.obj, _proc_names(ctx.obj, names), ctx.meta["config_path"])
     except processes.ProcError as e:
         _fail(str(e))
     click.echo(f"started: {' '.join(done) or 'nothing (already running)'}  home: {ctx.obj.root}")
@@ -76,8 +79,13 @@ def start(ctx, names):
 @click.argument("names", nargs=-1, type=PROC)
 @click.pass_obj
 def stop(cfg, names):
-    """Stop processes (default: all), cleanly, in reverse order."""
-    done = processes.stop(cfg, _proc_names(cfg, names))
+    """Stop processes (default: all, then the supervisor), cleanly, in reverse order; the
+    supervisor does not restart them."""
+    from ops import supervisor
+    try:
+        done = supervisor.stop(cfg, _proc_names(cfg, names))
+    except processes.ProcError as e:
+        _fail(str(e))
     click.echo(f"stopped: {' '.join(done) or 'nothing was running'}")
 
 
@@ -92,6 +100,11 @@ def status(cfg, names, as_json):
         click.echo(processes.to_json(rows))
         return
     for r in rows:
+        supervised = ""
+        if r.get("uptime_s") is not None or r.get("restarts") or r.get("last_error"):
+            supervised = (f"  up {_duration(r['uptime_s'])} restarts {r['restarts']}"
+                          + (f" rss {r['rss'] / 2**20:.0f}M" if r.get("rss") else "")
+                          + (f" again in {r['restart_in_s']:g}s" if "restart_in_s" in r else ""))
         extra = f"  log={r['log']} seq={r['seq']}" if "log" in r else ""
         if "trading" in r and "venues" in r:
             extra = (f"  trading={r['trading']} orders={r['orders']} working={r['working']} venues="
@@ -99,7 +112,26 @@ def status(cfg, names, as_json):
         elif "trading" in r:
             extra = (f"  trading={r['trading']} books={r['books']}"
                      + (f" breached={','.join(r['breached'])}" if r["breached"] else ""))
-        click.echo(f"{r['name']:14} {_state(r):12} {r['pid'] or '-':>8}{extra}{_health(r)}")
+        error = f"  last error: {r['last_exit'] or 'exit'}: {r['last_error']}" if r.get("last_error") else ""
+        click.echo(f"{r['name']:14} {_state(r):12} {r['pid'] or '-':>8}{supervised}{extra}{_health(r)}{error}")
+    sup = processes.supervision(cfg)
+    if sup and not names:
+        click.echo(f"{'supervisor':14} {'running':12} {sup['pid']:>8}  control {sup['ctl']}; "
+                   f"jobs: {', '.join(sup.get('jobs') or {}) or 'none enabled'}")
+
+
+def _duration(seconds) -> str:
+    """12s, 4m05s, 3h02m, 2d04h: an uptime at a glance."""
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
 
 
 @cli.command()
@@ -110,6 +142,10 @@ def status(cfg, names, as_json):
 def run(ctx, seconds, syms, rate):
     """The whole stack with the simulated feed, in the foreground."""
     cfg = ctx.obj
+    sup = processes.supervisor_pid(cfg)
+    if sup:   # its processes would be stopped here and restarted there
+        _fail(f"`tickstack start` runs this home's stack under its supervisor (pid {sup}): "
+              "`tickstack stop` first, or give `run` another --home")
     feed = ["sim"] + (["--syms", str(syms)] if syms else []) + (["--rate", str(rate)] if rate else [])
     try:
         processes.start(cfg, None, ctx.meta["config_path"], {"feed": feed})
@@ -418,7 +454,7 @@ def config_check(ctx, file):
 @click.pass_context
 def jobs_group(ctx, as_json):
     """Scheduled jobs ([jobs.*] in the config) and their next runs; `jobs run NAME` runs one now.
-    The scheduler itself is `python -m ops.jobs`."""
+    The scheduler runs in the supervisor of `tickstack start` (alone: `python -m ops.jobs`)."""
     if ctx.invoked_subcommand:
         return
     import datetime as dt
@@ -436,6 +472,9 @@ def jobs_group(ctx, as_json):
                 if nxt else "-")
         click.echo(f"{r['name']:15} {'on' if r['enabled'] else 'off':3} {r['time']:5} {r['tz']:20} "
                    f"{when:34} {r['does']}")
+    sup = processes.supervision(ctx.obj)
+    click.echo(f"scheduler: the supervisor (pid {sup['pid']}) runs them" if sup else
+               "scheduler: not running (`tickstack start` runs it in its supervisor; alone: python -m ops.jobs)")
 
 
 @jobs_group.command("run")
@@ -563,10 +602,11 @@ def _strategy_name(name: str) -> str:
 def strategy_start(ctx, name, params):
     """Start strategy NAME (a known name such as `pairs`, or module:Class) against the running
     stack; parameters: [strategy.params.NAME], then --param."""
+    from ops import supervisor
     proc = _strategy_name(name)
     args = [a for p in params for a in ("--param", p)]
     try:
-        done = processes.start(ctx.obj, [proc], ctx.meta["config_path"], {proc: args} if args else None)
+        done = supervisor.start(ctx.obj, [proc], ctx.meta["config_path"], {proc: args} if args else None)
     except processes.ProcError as e:
         _fail(str(e))
     click.echo(f"started: {' '.join(done) or 'nothing (already running)'}")
@@ -576,8 +616,12 @@ def strategy_start(ctx, name, params):
 @click.argument("name")
 @click.pass_obj
 def strategy_stop(cfg, name):
-    """Stop strategy NAME cleanly (it runs its on_stop: pairs flattens)."""
-    done = processes.stop(cfg, [_strategy_name(name)])
+    """Stop strategy NAME cleanly (it runs its on_stop: pairs flattens); not restarted."""
+    from ops import supervisor
+    try:
+        done = supervisor.stop(cfg, [_strategy_name(name)])
+    except processes.ProcError as e:
+        _fail(str(e))
     click.echo(f"stopped: {' '.join(done) or 'nothing was running'}")
 
 

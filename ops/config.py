@@ -8,6 +8,8 @@ it starts anything; each process reads only its own sections (see schemas/settin
     tz = "UTC"
     [jobs.log_retention]   # scheduled jobs (ops/jobs.py); time and tz default to [eod]'s zone
     keep_days = 30
+    [supervisor]           # restarts with backoff (ops/supervisor.py)
+    backoff_initial_s = 0.5
 
 `Config` carries every section, so it serves wherever a process's own config is expected
 (`Rdb.from_config(cfg)` reads the same fields from either).
@@ -29,7 +31,7 @@ from strategy.risk.config import RiskProcessSettings
 from tickerplant.clock import known_zone
 from tickerplant.config import EodSettings, HealthSettings, TickerplantSettings
 
-__all__ = ["Config", "ConfigError", "JobsConfig", "JobsSettings", "load"]
+__all__ = ["Config", "ConfigError", "JobsConfig", "JobsSettings", "SupervisorSettings", "load"]
 
 HHMM = r"^([01]\d|2[0-3]):[0-5]\d$"
 
@@ -90,6 +92,21 @@ class JobsSettings(Settings):
     misfire_grace_s: int = Field(3600, ge=1)
 
 
+class SupervisorSettings(Settings):
+    """`tickstack start`'s supervisor (ops/supervisor.py): how it restarts a process that exits
+    without being asked to."""
+    # its control socket (ROUTER, JSON requests); port * = any free one, written to
+    # <home>/run/supervisor.json where the CLI finds it
+    ctl: str = "tcp://127.0.0.1:*"
+    backoff_initial_s: float = Field(0.5, gt=0)   # wait before the first restart...
+    backoff_max_s: float = Field(30.0, gt=0)      # ...doubling up to this
+    healthy_after_s: float = Field(30.0, gt=0)    # up this long: the next crash waits backoff_initial_s again
+    max_crashes: int = Field(5, ge=1)             # this many exits within crash_window_s: "failed",
+    crash_window_s: float = Field(60.0, gt=0)     # no more restarts until `tickstack start NAME`
+    start_timeout_s: float = Field(30.0, gt=0)    # not ready this long after launch: killed, a crash
+    stop_timeout_s: float = Field(15.0, gt=0)     # SIGTERM, then SIGKILL after this long
+
+
 class JobsConfig(StackSettings):
     """What `python -m ops.jobs` reads: the jobs, the day rule, the TP's endpoints (EOD)."""
     tickerplant: TickerplantSettings = TickerplantSettings()
@@ -110,6 +127,7 @@ class Config(StackSettings):
     strategy: StrategySettings = StrategySettings()
     risk: RiskProcessSettings = RiskProcessSettings()
     jobs: JobsSettings = JobsSettings()
+    supervisor: SupervisorSettings = SupervisorSettings()
 
 
 def load(path: str | Path | None = None, home: str | Path | None = None) -> Config:

@@ -2,6 +2,13 @@
 `python -m MODULE --home HOME ...`, its output in <home>/logs/NAME.log and its pid in
 <home>/run/NAME.pid.
 
+This is the library: `start` launches and waits for readiness, `stop` signals, and nothing
+watches the processes afterwards (`tickstack run` and tests use it so). `tickstack start|stop`
+go through ops.supervisor, which uses `port_conflict`, `spawn`, `ready`, `alive` from here and
+restarts what dies; `status` merges the supervisor's state (<home>/run/supervisor.json, read by
+`supervision`) into its rows (`_supervised`: uptime_s, restarts, last_exit, last_error, rss;
+states starting, restarting, failed).
+
 The processes, in start order: tp rdb hdb feed, one `venue-X` per configured venue
 (`python -m gateway.venue --name X`: a FIX acceptor with its matching engine), gateway (the
 order gateway, trading those venues), risk (`python -m strategy.risk`: positions, PnL, VaR,
@@ -38,6 +45,8 @@ MODULES = {"tp": "tickerplant", "rdb": "rdb", "hdb": "hdb", "feed": "feedhandler
            "gateway": "gateway", "risk": "strategy.risk"}
 VENUE_MODULE = "gateway.venue"
 STRATEGY_MODULE = "strategy"
+SUPERVISOR = "supervisor"           # its pid file is <home>/run/supervisor.pid, like the others'
+SUPERVISOR_MODULE = "ops.supervisor"
 # the default stack (venues A and B, the pairs strategy); `process_names(cfg)` is the order
 # for a config's venues and strategies
 ORDER = ["tp", "rdb", "hdb", "feed", "venue-A", "venue-B", "gateway", "risk", "strategy-pairs"]
@@ -74,6 +83,8 @@ def running_strategies(cfg) -> list[str]:
 
 def command(name: str) -> tuple[str, list[str]]:
     """(module, arguments that identify it) of a process name."""
+    if name == SUPERVISOR:
+        return SUPERVISOR_MODULE, []
     v = venue_of(name)
     if v:
         return VENUE_MODULE, ["--name", v]
@@ -288,7 +299,7 @@ def ready(cfg, name: str, pid: int | None = None) -> bool:
         return False
 
 
-def _last_error(log: Path, already: int) -> str:
+def last_error(log: Path, already: int = 0) -> str:
     """The last line the process wrote to its log since `already` bytes (its fatal error)."""
     try:
         with open(log, "rb") as f:
@@ -299,37 +310,55 @@ def _last_error(log: Path, already: int) -> str:
     return lines[-1] if lines else ""
 
 
-def start(cfg, names=None, config_path=None, args: dict | None = None, timeout: float = 30.0) -> list[str]:
-    """Start the named processes (default: all) in order, each once ready before the next."""
-    every = process_names(cfg, [canonical(n) for n in names or ()])
-    names = [canonical(n) for n in names] if names else every
+def port_conflict(cfg, name: str) -> str | None:
+    """Why `name` cannot bind its endpoints now (one is in use, and the key that moves it), or
+    None when they are all free."""
+    for key, ep in binds(cfg, name):
+        if in_use(ep):
+            return (f"{ep} is in use ({key}), perhaps by another stack or program; set another "
+                    f"port for {key} in your config")
+    return None
+
+
+def spawn(cfg, name: str, config_path=None, args=()) -> tuple[subprocess.Popen, Path, int]:
+    """Launch `name` detached (its own session: it outlives whoever started it), its output
+    appended to <home>/logs/NAME.log, its pid written to <home>/run/NAME.pid. Returns (the
+    process, its log, the log's size before it started: where its own output begins)."""
     for d in (cfg.log_dir, cfg.run_dir):
         d.mkdir(parents=True, exist_ok=True)
+    module, ident = command(name)
+    cmd = [sys.executable, "-m", module, *ident, "--home", str(cfg.root)]
+    if config_path:
+        cmd += ["--config", str(Path(config_path).resolve())]
+    cmd += list(args or ())
+    if name == "feed" and not args:
+        cmd += ["sim"]
+    log = cfg.log_dir / f"{name}.log"
+    with open(log, "ab") as out:
+        already = out.tell()
+        p = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                             start_new_session=True)
+    _pidfile(cfg, name).write_text(str(p.pid))
+    return p, log, already
+
+
+def start(cfg, names=None, config_path=None, args: dict | None = None, timeout: float = 30.0) -> list[str]:
+    """Start the named processes (default: all) in order, each once ready before the next,
+    and leave them to themselves (`tickstack start` runs them under ops.supervisor instead)."""
+    every = process_names(cfg, [canonical(n) for n in names or ()])
+    names = [canonical(n) for n in names] if names else every
     started = []
     for name in [n for n in every if n in names]:
         if running(cfg, name):
             continue
-        for key, ep in binds(cfg, name):
-            if in_use(ep):
-                raise ProcError(f"{name} did not start: {ep} is in use ({key}), perhaps by another "
-                                f"stack or program; set another port for {key} in your config")
-        module, ident = command(name)
-        cmd = [sys.executable, "-m", module, *ident, "--home", str(cfg.root)]
-        if config_path:
-            cmd += ["--config", str(Path(config_path).resolve())]
-        cmd += list((args or {}).get(name, ()))
-        if name == "feed" and not (args or {}).get(name):
-            cmd += ["sim"]
-        log = cfg.log_dir / f"{name}.log"
-        with open(log, "ab") as out:
-            already = out.tell()
-            p = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                 start_new_session=True)
-        _pidfile(cfg, name).write_text(str(p.pid))
+        conflict = port_conflict(cfg, name)
+        if conflict:
+            raise ProcError(f"{name} did not start: {conflict}")
+        p, log, already = spawn(cfg, name, config_path, (args or {}).get(name, ()))
         end = time.monotonic() + timeout
         while not ready(cfg, name, p.pid):
             if p.poll() is not None or time.monotonic() > end:
-                why = _last_error(log, already) if p.poll() is not None else f"not ready in {timeout:g}s"
+                why = last_error(log, already) if p.poll() is not None else f"not ready in {timeout:g}s"
                 raise ProcError(f"{name} did not start: {why or 'no output'}; see {log}")
             time.sleep(0.1)
         started.append(name)
@@ -356,15 +385,96 @@ def stop(cfg, names=None, timeout: float = 15.0) -> list[str]:
     return stopped
 
 
+def supervisor_pid(cfg) -> int | None:
+    """The pid of this home's supervisor (ops.supervisor) if it runs, else None."""
+    return running(cfg, SUPERVISOR)
+
+
+def state_file(cfg) -> Path:
+    """Where the supervisor keeps its state (written whole, atomically, on every change)."""
+    return cfg.run_dir / "supervisor.json"
+
+
+def supervision(cfg) -> dict:
+    """The running supervisor's state (see ops.supervisor), or {} when no supervisor of this
+    home runs (a state file left by a dead one says nothing about now)."""
+    pid = supervisor_pid(cfg)
+    if not pid:
+        return {}
+    try:
+        st = json.loads(state_file(cfg).read_text())
+    except (OSError, ValueError):
+        return {}
+    return st if st.get("pid") == pid else {}
+
+
+def rss_of(pid: int | None) -> int | None:
+    """Resident memory of a process in bytes (VmRSS in /proc/PID/status), None if unknown."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def started_at_of(pid: int | None) -> float | None:
+    """When a process started (epoch seconds), from /proc: boot time + its start in clock ticks."""
+    try:
+        ticks = int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[19])
+        btime = next(int(x.split()[1]) for x in Path("/proc/stat").read_text().splitlines()
+                     if x.startswith("btime "))
+        return btime + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
+# how a supervisor's state shows in `status` when the process is not up
+SHOWN = {"backoff": "restarting", "failed": "failed", "starting": "starting", "stopped": "stopped"}
+
+
+def _supervised(row: dict, sup: dict | None, now: float | None = None) -> dict:
+    """Add what the supervisor knows of the process (`sup`: its entry in supervisor.json, None
+    when not supervised) and what /proc says to a status row: uptime_s, restarts, last_exit,
+    last_error, rss (bytes), supervised. Other keys of the row are left alone."""
+    now = time.time() if now is None else now
+    live = row["state"] == "running"
+    pid = row["pid"] if live else None
+    sup = sup or {}
+    started = sup.get("started_at") if sup.get("pid") == pid else None
+    if live and started is None:
+        started = started_at_of(pid)
+    row.update(uptime_s=round(now - started, 1) if live and started else None,
+               restarts=sup.get("restarts", 0), last_exit=sup.get("last_exit"),
+               last_error=sup.get("last_error"), rss=rss_of(pid) if live else None,
+               supervised=bool(sup))
+    state = sup.get("state")
+    if state == "starting" or (not live and state in SHOWN):
+        row["state"] = SHOWN[state]
+        if state == "stopped":
+            row["pid"] = None
+        if state == "backoff" and sup.get("next_start_at"):
+            row["restart_in_s"] = round(max(0.0, sup["next_start_at"] - now), 1)
+    return row
+
+
 def status(cfg, names=None) -> list[dict]:
+    """A row per process: name, state (running, dead, stopped; under a supervisor also starting,
+    restarting, failed), pid, uptime_s, restarts, last_exit, last_error, rss, and what the
+    process itself reports (the TP's log and seq, the gateway's and risk's trading state)."""
     from tickerplant.protocol import control
     every = process_names(cfg, [canonical(n) for n in names or ()] + running_strategies(cfg))
     names = [canonical(n) for n in names] if names else every
+    sup = supervision(cfg).get("processes", {})
     out = []
     for name in [n for n in every if n in names]:
         pid = pid_of(cfg, name)
         state = "running" if alive(pid, name, cfg.root) else ("dead" if pid else "stopped")
-        row = {"name": name, "pid": pid if state != "stopped" else None, "state": state}
+        row = _supervised({"name": name, "pid": pid if state != "stopped" else None, "state": state},
+                          sup.get(name))
+        state = row["state"]
         if name == "tp" and state == "running":
             try:
                 st = control(cfg.tickerplant.ctl, "status", timeout=1.0)
@@ -388,7 +498,7 @@ def status(cfg, names=None) -> list[dict]:
                 row.update(trading=st["trading"], books=len(st["books"]),
                            breached=[b["book"] for b in st["books"] if b["breached"]])
         if state == "running":
-            row.update(health_of(cfg, name, pid))
+            row.update(health_of(cfg, name, row["pid"]))
         out.append(row)
     return out
 

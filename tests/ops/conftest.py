@@ -56,8 +56,11 @@ class CliStack:
 
 
 def _cleanup(s: CliStack) -> None:
+    from ops.supervisor import shutdown
+    shutdown(s.cfg, timeout=5)   # first, so it does not restart what is stopped here
     procs.stop(s.cfg, timeout=5)
-    for name in procs.ORDER:  # whatever a failed test left behind: killed by pid
+    for name in [*procs.process_names(s.cfg, procs.running_strategies(s.cfg)), procs.SUPERVISOR]:
+        # whatever a failed test left behind: killed by pid
         pid = procs.pid_of(s.cfg, name)
         if pid and procs.alive(pid, name, s.cfg.root):
             os.kill(pid, signal.SIGKILL)

@@ -22,8 +22,10 @@ def home(tmp_path):
     cfg_path = write_config(h, rdb={"query_timeout_s": 30.0})
     cfg = load(cfg_path, h)
     yield h, cfg_path, cfg
+    from ops.supervisor import shutdown
+    shutdown(cfg, timeout=5)   # first, so it does not restart what is stopped here
     procs.stop(cfg, timeout=5)
-    for name in procs.ORDER:  # whatever a failed test left behind: killed by pid
+    for name in [*procs.ORDER, procs.SUPERVISOR]:  # whatever a failed test left behind: killed by pid
         pid = procs.pid_of(cfg, name)
         if pid and procs.alive(pid):
             os.kill(pid, signal.SIGKILL)

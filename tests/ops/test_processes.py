@@ -15,8 +15,9 @@ pytestmark = pytest.mark.process
 
 def test_restart_right_after_kill_9(cli):
     """The killed TP is a zombie until the system reaps it (1-2 s here): it is not running, so
-    `start` starts a new one at once, and `status` shows the new pid."""
-    s = cli()
+    `start` starts a new one at once (not waiting out the supervisor's backoff, long here), and
+    `status` shows the new pid."""
+    s = cli(supervisor={"backoff_initial_s": 600.0})
     s.ts("start", "tp")
     old = procs.pid_of(s.cfg, "tp")
     os.kill(old, signal.SIGKILL)

@@ -26,7 +26,7 @@ def test_query_a_stopped_process_fails_at_once_naming_the_fix(cli):
 
 
 def test_query_after_kill_9_fails_at_once(cli):
-    s = cli()
+    s = cli(supervisor={"backoff_initial_s": 600.0})   # the supervisor waits long before a restart
     s.ts("start", "hdb")
     os.kill(procs.pid_of(s.cfg, "hdb"), signal.SIGKILL)
     r = s.ts("query", "select 1", "--source", "hdb", ok=False, timeout=30)
