@@ -8,7 +8,7 @@ from typing import Literal, Optional
 from pydantic import Field
 
 from schemas.settings import Settings, StackSettings
-from tickerplant.config import EodSettings, TickerplantSettings
+from tickerplant.config import CurveSettings, EodSettings, TickerplantSettings
 
 
 class FeedSettings(Settings):
@@ -43,3 +43,4 @@ class FeedConfig(StackSettings):
     tickerplant: TickerplantSettings = TickerplantSettings()
     eod: EodSettings = EodSettings()
     feed: FeedSettings = FeedSettings()
+    curve: CurveSettings = CurveSettings()

@@ -18,7 +18,7 @@ from pydantic import BeforeValidator, Field
 from gateway.matching import FillModel
 from gateway.risk import RiskSettings
 from schemas.settings import Settings, StackSettings
-from tickerplant.config import EodSettings, TickerplantSettings
+from tickerplant.config import CurveSettings, EodSettings, TickerplantSettings
 
 _COMP_ID = r"^[A-Za-z0-9_.-]+$"
 
@@ -134,3 +134,4 @@ class GatewayConfig(StackSettings):
     eod: EodSettings = EodSettings()
     gateway: GatewaySettings = GatewaySettings()
     venues: Venues
+    curve: CurveSettings = CurveSettings()

@@ -2,7 +2,7 @@
 from pydantic import Field
 
 from schemas.settings import Settings, StackSettings
-from tickerplant.config import EodSettings
+from tickerplant.config import CurveSettings, EodSettings
 
 
 class QuestDBSettings(Settings):
@@ -28,3 +28,4 @@ class HdbConfig(StackSettings):
     """What `python -m hdb` reads."""
     eod: EodSettings = EodSettings()
     hdb: HdbSettings = HdbSettings()
+    curve: CurveSettings = CurveSettings()

@@ -27,7 +27,7 @@ from schemas.settings import load as _load
 from strategy.config import BacktestSettings, StrategySettings
 from strategy.risk.config import RiskProcessSettings
 from tickerplant.clock import known_zone
-from tickerplant.config import EodSettings, TickerplantSettings
+from tickerplant.config import CurveSettings, EodSettings, TickerplantSettings
 
 __all__ = ["Config", "ConfigError", "JobsConfig", "JobsSettings", "load"]
 
@@ -95,6 +95,7 @@ class JobsConfig(StackSettings):
     tickerplant: TickerplantSettings = TickerplantSettings()
     eod: EodSettings = EodSettings()
     jobs: JobsSettings = JobsSettings()
+    curve: CurveSettings = CurveSettings()
 
 
 class Config(StackSettings):
@@ -109,6 +110,7 @@ class Config(StackSettings):
     strategy: StrategySettings = StrategySettings()
     risk: RiskProcessSettings = RiskProcessSettings()
     jobs: JobsSettings = JobsSettings()
+    curve: CurveSettings = CurveSettings()
 
 
 def load(path: str | Path | None = None, home: str | Path | None = None) -> Config:

@@ -267,7 +267,7 @@ def ready(cfg, name: str, pid: int | None = None) -> bool:
     from tickerplant.protocol import control
     try:
         if name == "tp":
-            st = control(cfg.tickerplant.ctl, "status", timeout=0.5)
+            st = control(cfg.tickerplant.ctl, "status", timeout=0.5, curve=cfg.curve)
             return pid is None or st.get("pid", pid) == pid
         elif name in ("rdb", "hdb"):
             from hdb.server import query
@@ -367,7 +367,7 @@ def status(cfg, names=None) -> list[dict]:
         row = {"name": name, "pid": pid if state != "stopped" else None, "state": state}
         if name == "tp" and state == "running":
             try:
-                st = control(cfg.tickerplant.ctl, "status", timeout=1.0)
+                st = control(cfg.tickerplant.ctl, "status", timeout=1.0, curve=cfg.curve)
                 row.update(log=st["log"], date=st["date"], seq=st["seq"], counters=st["counters"])
             except Exception as e:  # noqa: BLE001
                 row.update(state="unresponsive", error=str(e))

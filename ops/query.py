@@ -119,7 +119,7 @@ def _today(cfg):
     from tickerplant.protocol import control
     try:
         if accepts(cfg.tickerplant.ctl, timeout=0.5) is not False:
-            return dt.date.fromisoformat(control(cfg.tickerplant.ctl, "status", timeout=2)["date"])
+            return dt.date.fromisoformat(control(cfg.tickerplant.ctl, "status", timeout=2, curve=cfg.curve)["date"])
     except Exception:  # noqa: BLE001 - no TP: the configured clock decides
         pass
     return Clock(cfg.eod.time, cfg.eod.tz).day()

@@ -3,7 +3,7 @@ from pydantic import Field
 
 from hdb.config import HdbSettings
 from schemas.settings import Settings, StackSettings
-from tickerplant.config import EodSettings, TickerplantSettings
+from tickerplant.config import CurveSettings, EodSettings, TickerplantSettings
 
 
 class RdbSettings(Settings):
@@ -22,3 +22,4 @@ class RdbConfig(StackSettings):
     eod: EodSettings = EodSettings()
     rdb: RdbSettings = RdbSettings()
     hdb: HdbSettings = HdbSettings()
+    curve: CurveSettings = CurveSettings()

@@ -34,7 +34,7 @@ from gateway.config import GatewaySettings
 from schemas.settings import StackSettings
 from strategy.config import StrategySettings
 from strategy.names import strategy_class
-from tickerplant.config import TickerplantSettings
+from tickerplant.config import CurveSettings, TickerplantSettings
 
 log = logging.getLogger("strategy")
 
@@ -46,6 +46,7 @@ class StrategyConfig(StackSettings):
     gateway: GatewaySettings = GatewaySettings()
     feed: FeedSettings = FeedSettings()
     strategy: StrategySettings = StrategySettings()
+    curve: CurveSettings = CurveSettings()
 
 
 def ready_file(run_dir: Path, spec: str) -> Path:

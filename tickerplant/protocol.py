@@ -29,6 +29,8 @@ from pathlib import Path
 
 import zmq
 
+from tickerplant.curve import secure_client
+
 META = struct.Struct("<IQQ")        # date yyyymmdd, seq, previous seq of the same table
 ACK, ERR, HELLO = b"ack", b"err", b"hello"
 _ACK = struct.Struct("<IQ")         # feed id, fseq
@@ -109,12 +111,14 @@ class ControlError(RuntimeError):
 
 
 def request(endpoint: str, frames: list[bytes], timeout: float = 5.0,
-            what: str = "the process") -> list[zmq.Frame]:
+            what: str = "the process", curve=None) -> list[zmq.Frame]:
     """Send one request, return the reply's frames (zero-copy). Unreachable if nothing answers
-    within `timeout` seconds."""
+    within `timeout` seconds. `curve`: the [curve] settings (CurveSettings) when the endpoint is
+    a CURVE server (a plain request to it is refused during the handshake: no answer)."""
     s = zmq.Context.instance().socket(zmq.REQ)
     s.setsockopt(zmq.LINGER, 0)
     try:
+        secure_client(s, curve)
         s.connect(endpoint)
         s.send_multipart(frames)
         if not s.poll(int(timeout * 1000)):
@@ -127,10 +131,10 @@ def request(endpoint: str, frames: list[bytes], timeout: float = 5.0,
         s.close(0)
 
 
-def control(endpoint: str, cmd: str, timeout: float = 5.0, **fields) -> dict:
+def control(endpoint: str, cmd: str, timeout: float = 5.0, curve=None, **fields) -> dict:
     """A control command to the TP's ctl socket; its JSON reply, or ControlError."""
     frames = request(endpoint, [json.dumps({"cmd": cmd, **fields}).encode()], timeout,
-                     what="the tickerplant")
+                     what="the tickerplant", curve=curve)
     reply = json.loads(frames[0].bytes)
     if "error" in reply:
         raise ControlError(reply["error"])

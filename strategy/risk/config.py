@@ -20,7 +20,7 @@ from pydantic import Field, model_validator
 
 from gateway.config import GatewaySettings
 from schemas.settings import Settings, StackSettings
-from tickerplant.config import EodSettings, TickerplantSettings
+from tickerplant.config import CurveSettings, EodSettings, TickerplantSettings
 
 
 class Limits(Settings):
@@ -91,3 +91,4 @@ class RiskConfig(StackSettings):
     eod: EodSettings = EodSettings()
     gateway: GatewaySettings = GatewaySettings()
     risk: RiskProcessSettings = RiskProcessSettings()
+    curve: CurveSettings = CurveSettings()
