@@ -100,6 +100,7 @@ class VenueConfig(StackSettings):
     """What `python -m gateway.venue --name X` reads: `[venues.X]` and the TP's endpoints."""
     tickerplant: TickerplantSettings = TickerplantSettings()
     venues: Venues
+    curve: CurveSettings = CurveSettings()
 
 
 class GatewaySettings(Settings):

@@ -135,7 +135,8 @@ def _summary(cfg) -> str:
     parts = []
     try:
         t = query(cfg.rdb.query, "select (select count(*) from trade) as trades, "
-                                 "(select count(*) from quote) as quotes", timeout=2).table.to_pylist()[0]
+                                 "(select count(*) from quote) as quotes", timeout=2,
+                  curve=cfg.curve).table.to_pylist()[0]
         parts.append(f"rdb trades={t['trades']} quotes={t['quotes']}")
     except Exception as e:  # noqa: BLE001 - a status line, not a failure
         parts.append(f"rdb: {e}")
@@ -463,7 +464,7 @@ def _risk(cfg) -> dict:
         _fail(f"risk is not running: `tickstack start risk` (nothing accepts connections on {cfg.risk.ctl})")
     try:
         reply = json.loads(request(cfg.risk.ctl, [b'{"cmd": "status"}'], timeout=5.0,
-                                   what="the risk process")[0].bytes)
+                                   what="the risk process", curve=cfg.curve)[0].bytes)
     except (Unreachable, ControlError, ValueError) as e:
         _fail(str(e))
     if "error" in reply:

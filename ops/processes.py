@@ -243,7 +243,8 @@ def gateway_status(cfg, timeout: float = 0.5) -> dict | None:
     if accepts(cfg.gateway.intents, timeout=timeout) is False:
         return None
     try:
-        return OrderClient(cfg.gateway.intents, client="tickstack", mode="req", timeout=timeout).status()
+        return OrderClient(cfg.gateway.intents, client="tickstack", mode="req", timeout=timeout,
+                           curve=cfg.curve).status()
     except (GatewayUnavailable, ValueError):
         return None
 
@@ -254,7 +255,8 @@ def risk_status(cfg, timeout: float = 0.5) -> dict | None:
     if accepts(cfg.risk.ctl, timeout=timeout) is False:
         return None
     try:
-        frames = request(cfg.risk.ctl, [b'{"cmd": "status"}'], timeout=timeout, what="the risk process")
+        frames = request(cfg.risk.ctl, [b'{"cmd": "status"}'], timeout=timeout, what="the risk process",
+                         curve=cfg.curve)
         reply = json.loads(frames[0].bytes)
     except Exception:  # noqa: BLE001 - not up, or not answering in time
         return None
@@ -271,7 +273,7 @@ def ready(cfg, name: str, pid: int | None = None) -> bool:
             return pid is None or st.get("pid", pid) == pid
         elif name in ("rdb", "hdb"):
             from hdb.server import query
-            query(getattr(cfg, name).query, "select 1", timeout=0.5)
+            query(getattr(cfg, name).query, "select 1", timeout=0.5, curve=cfg.curve)
         elif name == "gateway":
             st = gateway_status(cfg)
             return bool(st) and not st["recovering"] and (pid is None or st.get("pid", pid) == pid)

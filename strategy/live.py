@@ -278,7 +278,7 @@ def chunk_of_updates(table: str, updates: list, universe: Universe, registry) ->
 
 def run(strategy: Strategy, tp=None, port=None, *, mode: str = "auto", hdb_dir: Path | None = None,
         stop=None, poll_s: float = 0.05, subscriber=None, stop_timeout_s: float = 5.0,
-        on_ready=None, date: dt.date | None = None) -> Runtime:
+        on_ready=None, date: dt.date | None = None, curve=None) -> Runtime:
     """Run `strategy` on the live stream until `stop()` is true or KeyboardInterrupt.
     `tp`: TickerplantSettings (default: the config's); `port`: GatewayPort or a paper port;
     `subscriber`: a ready Subscriber (tests), else one is made for the strategy's tables/syms.
@@ -296,7 +296,7 @@ def run(strategy: Strategy, tp=None, port=None, *, mode: str = "auto", hdb_dir: 
     strategy.bind(port, runtime, Context("live", hdb_dir, date or dt.date.today()))
     runtime.start()
     tables = [t for t, want in (("quote", strategy.wants_quotes), ("trade", strategy.wants_trades)) if want]
-    sub = subscriber or Subscriber(tp, tables=tables, syms=strategy.syms)
+    sub = subscriber or Subscriber(tp, tables=tables, syms=strategy.syms, curve=curve)
     sub.start()                               # handshake now: nothing published after is missed
     handoff = Handoff()
     failed: list[BaseException] = []

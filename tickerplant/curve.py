@@ -36,8 +36,8 @@ from zmq.utils.monitor import parse_monitor_message
 
 from tickerplant.config import CurveSettings
 
-__all__ = ["CurveSettings", "make_keys", "secure_server", "secure_client", "refused", "Guard",
-           "config_lines"]
+__all__ = ["CurveSettings", "make_keys", "secure_server", "secure_client", "refused", "release",
+           "Guard", "config_lines"]
 
 log = logging.getLogger("curve")
 
@@ -152,6 +152,15 @@ def refused(ctx: zmq.Context | None = None) -> dict[str, int]:
     return g.snapshot() if g is not None else {}
 
 
+def release(ctx: zmq.Context) -> None:
+    """Stop `ctx`'s authenticator and monitor threads (their sockets would keep ctx.term() waiting
+    forever). For a context that is about to be terminated; its CURVE servers are closed."""
+    with _guards_lock:
+        g = _guards.pop(id(ctx), None)
+    if g is not None and g.ctx is ctx:
+        g.stop()
+
+
 class Guard:
     """A context's ZAP authenticator and the monitor thread counting refused handshakes."""
 
@@ -202,6 +211,11 @@ class Guard:
             endpoint = f"inproc://curve-monitor-{id(self):x}-{self._n}"
             self._pending.append(endpoint)
         sock.monitor(endpoint, _EVENTS)
+
+    def stop(self) -> None:
+        self._stop = True
+        self._thread.join(5)
+        self.auth.stop()
 
     def snapshot(self) -> dict[str, int]:
         return dict(self.counters)

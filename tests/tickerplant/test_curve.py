@@ -49,11 +49,11 @@ def _dealer(cfg, curve=None, server_key=None):
     return d
 
 
-def _publish(d, reg, feed: int, n: int) -> bytes | None:
-    """Send `n` messages of 5 rows as `feed`; the TP's first answer, or None if none in 2 s."""
+def _publish(d, reg, feed: int, n: int, wait_s: float = 2.0) -> bytes | None:
+    """Send `n` messages of 5 rows as `feed`; the TP's first answer, or None if none in `wait_s`."""
     for i, cols in enumerate(trades(n, 5)):
         d.send(encode(reg["trade"], cols, feed=feed, fseq=i + 1))
-    return d.recv_multipart()[0] if d.poll(2000) else None
+    return d.recv_multipart()[0] if d.poll(int(wait_s * 1000)) else None
 
 
 def test_keys_command_writes_private_keys_and_prints_the_config(tmp_path):
@@ -85,10 +85,11 @@ def test_curve_tp_refuses_clients_without_the_key_and_counts_them(curve_stack, t
     try:
         assert _publish(plain, reg, feed=3, n=5) is None
         assert _publish(unknown, reg, feed=4, n=5) is None
-        assert _publish(good, reg, feed=5, n=5) == p.ACK
+        assert _publish(good, reg, feed=5, n=5, wait_s=20) == p.ACK
         st = wait_for(lambda: (s := _status(cfg)) and s["counters"].get("auth_denied_auth", 0) > 0
-                      and s["counters"].get("auth_denied_protocol", 0) > 0 and s,
-                      timeout=10, what="both refusals counted")
+                      and s["counters"].get("auth_denied_protocol", 0) > 0
+                      and s["counters"].get("rows", 0) >= 25 and s,
+                      timeout=20, what="both refusals counted and the good rows logged")
         assert st["counters"]["auth_denied"] >= 2
         assert st["feeds"] == {"5": 5}           # only the client with the key got anything in
         assert st["counters"]["rows"] == 25
