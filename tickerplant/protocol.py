@@ -13,8 +13,12 @@ say to each other, in one place. Endpoints come from `TickerplantSettings`.
                     queue is full, and a new SUB's subscription reaches the PUB some time after
                     it connects (ZeroMQ's slow joiner): the subscriber handles both with the log.
     ctl     REQ/REP JSON {"cmd": ...} -> JSON reply; `control()` is its client. Commands:
-                    sub {tables?, token} (day, log, seq, schemas; then HELLO_TOPIC with the
-                    token is published), status, eod, stop.
+                    sub {tables?, token} (day, log, log_id = [device, inode], seq, schemas; then
+                    HELLO_TOPIC with the token is published), status, eod, stop.
+    log_serve  ROUTER, optional: the log's records by (date, from_seq, to_seq, tables), in
+                    chunks; see tickerplant/logserve.py.
+With [curve] on, every socket above is a CURVE server and every client passes `curve=` (the
+CurveSettings) so that `secure_client` makes it a CURVE client; see tickerplant/curve.py.
 
 Days travel as yyyymmdd ints; the log of day D is `tp_YYYYMMDD.log` in the TP's log directory.
 `request()` is the one request client of the stack (control and query endpoints alike): a fresh

@@ -37,6 +37,10 @@ miss data, each handled:
     publishes, so the records are always there).
   * a missed !eod: a message or heartbeat of a later day closes the old day from its log.
 A message reaching us both live and from the log is delivered once: a table's seq only grows.
+"The log" is the TP's file when the path it names in the handshake is that file here (same
+device and inode), else the TP's log server (`[tickerplant] log_serve`, another host): the same
+records with their seqs, a chunk per request (`log="auto"`; "file" or "network" insist).
+With [curve] on (`curve`, default: the config's [curve]), every socket is a CURVE client.
 A published message of one table's payloads that continues exactly where that table left off,
 all of today, is taken whole (a few operations, whatever its payloads); anything else goes
 payload by payload through the checks above.

@@ -5,7 +5,10 @@ Sockets, endpoints from `TickerplantSettings` (loopback by default): `ingest` RO
 `pub` PUB (subscribers), `ctl` ROUTER speaking the REQ/REP envelope (sub handshake, status, eod,
 stop). The TP never waits for anyone: PUB drops for a subscriber whose queue is full, and every
 payload carries its seq and its table's previous seq, so the subscriber sees the gap and fills
-it from the log.
+it from the log. With `log_serve` set, a LogServer (tickerplant/logserve.py) serves the log's
+records from its own thread and socket to subscribers that cannot read the file. With [curve]
+on, every one of these sockets is a CURVE server (tickerplant/curve.py; set up at bind, nothing
+per message) and refused handshakes show in status as `auth_denied`.
 
 No message on any socket can block or end the TP. Every socket is read with NOBLOCK after a poll
 (a REP socket can poll readable and then block in recv on a message without an envelope, and
