@@ -123,3 +123,22 @@ def test_feed_and_subscriber_with_the_key_flow_normally(curve_stack):
         assert st["counters"]["rows"] == 250 and st["counters"].get("auth_denied", 0) == 0
     finally:
         feed.close()
+
+
+def test_query_endpoint_with_curve_answers_the_key_and_refuses_the_rest(tmp_path):
+    from hdb.server import QueryServer, query
+    from hdb.sql import Engine, QueryError
+    from tickerplant.config import CurveSettings
+    files = make_keys(tmp_path / "keys")
+    curve = CurveSettings(enabled=True, **files)
+    srv = QueryServer("tcp://127.0.0.1:*", Engine(hdb_dir=tmp_path / "hdb"), workers=1,
+                      curve=curve).start()
+    try:
+        assert query(srv.endpoint, "select 41 + 1 as x", timeout=10, curve=curve).table.to_pylist() == [{"x": 42}]
+        with pytest.raises(QueryError, match="no answer"):
+            query(srv.endpoint, "select 1", timeout=1)             # plain: refused, no answer
+        wait_for(lambda: srv.counters().get("auth_denied_protocol", 0) > 0, timeout=10,
+                 what="the plain client's refusal counted")
+        assert srv.counters()["ok"] == 1
+    finally:
+        srv.stop()  # its own context: terminates only if the CURVE guard let go of it
