@@ -5,6 +5,7 @@ is counted in the TP's status. Also `tickstack keys`: the files, their modes, th
 from __future__ import annotations
 
 import json
+import os
 import stat
 import time
 
@@ -142,3 +143,18 @@ def test_query_endpoint_with_curve_answers_the_key_and_refuses_the_rest(tmp_path
         assert srv.counters()["ok"] == 1
     finally:
         srv.stop()  # its own context: terminates only if the CURVE guard let go of it
+
+
+def test_config_check_judges_the_curve_keys(tmp_path):
+    from ops.configtool import check_data
+    files = {k: str(v) for k, v in make_keys(tmp_path / "keys").items()}
+    assert check_data({"curve": {"enabled": True, **files}}) == []
+    os.chmod(files["client_secret_file"], 0o644)
+    bad = {"curve": {**files, "enabled": True, "server_secret_file": str(tmp_path / "nope"),
+                     "server_public_file": files["client_public_file"]}}
+    keys = {p.key: p.message for p in check_data(bad)}
+    assert "cannot read a key" in keys["curve.server_secret_file"]
+    assert "chmod 600" in keys["curve.client_secret_file"]
+    assert check_data({"curve": {"enabled": False, "server_secret_file": "/nowhere"}}) == []
+    lone = {p.key for p in check_data({"curve": {"enabled": True}})}
+    assert lone == {"curve"}                              # on, but no keys at all

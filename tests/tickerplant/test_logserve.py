@@ -159,3 +159,35 @@ def test_subscriber_in_network_mode_joins_late_and_fills_gaps_exactly_once(make_
         assert status["log_serve"]["counters"]["served"] > 0
     finally:
         sub.close()
+
+
+@pytest.fixture(scope="module")
+def fuzz_server(tmp_path_factory):
+    d = tmp_path_factory.mktemp("fuzzlog")
+    w = LogWriter(p.log_path(d, DAY), DAY)
+    for cols in trades(20, 3):
+        w.append([encode(REG["trade"], cols)])
+    w.close()
+    server = LogServer(f"tcp://127.0.0.1:{_port()}", d, REG.tables, max_request_bytes=4096).start()
+    s = zmq.Context.instance().socket(zmq.DEALER)
+    s.setsockopt(zmq.LINGER, 0)
+    s.connect(server.endpoint)
+    yield server, s
+    s.close(0)
+    server.stop()
+
+
+@settings(max_examples=150)
+@given(st.lists(st.one_of(st.binary(max_size=300), near_valid.map(lambda v: json.dumps(v).encode())),
+                min_size=1, max_size=3))
+def test_log_server_socket_answers_every_enveloped_message_and_keeps_serving(fuzz_server, frames):
+    server, s = fuzz_server
+    s.send_multipart([b"", *frames])
+    assert s.poll(5000), "no reply to an enveloped message"
+    reply = s.recv_multipart()
+    head = json.loads(reply[1])
+    assert "error" in head or (head["count"] == (len(reply[3:])) and len(reply[2]) == 8 * head["count"])
+    s.send_multipart([b"", LogRequest(DAY, 5, 7, ("trade",)).encode()])
+    assert s.poll(5000)
+    ok = s.recv_multipart()
+    assert np.frombuffer(ok[2], "<u8").tolist() == [5, 6, 7]
