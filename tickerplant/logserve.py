@@ -8,9 +8,11 @@ server when [curve] is on), speaking the REQ/REP envelope like the TP's ctl sock
 DEALER sending [b"", request] is a client. One request, one reply:
 
     request  one JSON frame {"date": "YYYY-MM-DD", "from_seq": n >= 1, "to_seq": m | null,
-             "tables": [names] | null, "id": k?}: the records of that day's log with
-             from_seq <= seq <= to_seq (null: to the end of what is written), batch records of
-             `tables` only (null: all), control records (end of day) always.
+             "tables": [names] | null, "after": {table: seq}?, "id": k?}: the records of that
+             day's log with from_seq <= seq <= to_seq (null: to the end of what is written),
+             batch records of `tables` only (null: all) and, of a table in `after`, only those
+             with a later seq (what the client already has is not sent again), control
+             records (end of day) always.
     reply    [header JSON, seqs (u64 little-endian each), payload, payload, ...]
              header {"date", "id" (echoed), "count", "next": the seq to ask from next, "done":
              true when to_seq or the end of the file was reached, "missing": true when there is
@@ -67,16 +69,17 @@ class LogRequest:
     to_seq: int | None
     tables: tuple[str, ...] | None
     id: int = 0
+    after: tuple[tuple[str, int], ...] = ()    # (table, seq): that table's records up to seq are not wanted
 
     def encode(self) -> bytes:
         return json.dumps({"date": self.date.isoformat(), "from_seq": self.from_seq,
                            "to_seq": self.to_seq, "tables": list(self.tables) if self.tables is not None else None,
-                           "id": self.id}).encode()
+                           "after": dict(self.after), "id": self.id}).encode()
 
 
 _USAGE = ('send one JSON frame like {"date": "2024-01-02", "from_seq": 1, "to_seq": null, '
           '"tables": ["trade"]}')
-_KEYS = {"date", "from_seq", "to_seq", "tables", "id"}
+_KEYS = {"date", "from_seq", "to_seq", "tables", "after", "id"}
 _SEQ_MAX = (1 << 63) - 1
 
 
@@ -119,10 +122,15 @@ def parse_request(body: list, known_tables=None) -> LogRequest:
             if unknown:
                 raise LogRequestError(f"unknown tables {unknown[:5]}; known: {sorted(known_tables)}")
         tables = tuple(tables)
+    after = req.get("after") or {}
+    if not isinstance(after, dict) or not all(type(v) is int and 0 <= v <= _SEQ_MAX for v in after.values()):
+        raise LogRequestError(f"\"after\" must map table names to seqs (integers >= 0); {_USAGE}")
+    if known_tables is not None and not set(after) <= set(known_tables):
+        raise LogRequestError(f"unknown tables in \"after\": {sorted(set(after) - set(known_tables))[:5]}")
     rid = req.get("id", 0)
     if type(rid) is not int or not 0 <= rid <= _SEQ_MAX:
         raise LogRequestError("\"id\" must be a non-negative integer")
-    return LogRequest(day, first, last, tables, rid)
+    return LogRequest(day, first, last, tables, rid, tuple(sorted(after.items())))
 
 
 class LogServer:
@@ -228,6 +236,7 @@ class LogServer:
             return [head, b""]
         offset, after = self._position(path, req.from_seq)
         wanted = set(req.tables) if req.tables is not None else None
+        known = dict(req.after)
         seqs: list[int] = []
         payloads: list = []
         size = 0
@@ -243,7 +252,14 @@ class LogServer:
                 if seq < req.from_seq:
                     continue
                 payload = mv[s + FRAME.size: e]
-                if wanted is None or is_control(payload) or peek(payload).table in wanted:
+                if is_control(payload):
+                    keep = True
+                elif wanted is None and not known:
+                    keep = True
+                else:
+                    table = peek(payload).table
+                    keep = (wanted is None or table in wanted) and seq > known.get(table, 0)
+                if keep:
                     seqs.append(seq)
                     payloads.append(payload)
                     size += e - s
@@ -301,11 +317,14 @@ class LogClient:
     def close(self) -> None:
         self.sock.close(0)
 
-    def fetch(self, day: dt.date, from_seq: int, to_seq: int | None = None, tables=None) -> Chunk:
-        """One chunk from `from_seq`; p.Unreachable when no reply comes within `timeout`,
-        p.ControlError when the server refuses the request."""
+    def fetch(self, day: dt.date, from_seq: int, to_seq: int | None = None, tables=None,
+              after: dict[str, int] | None = None) -> Chunk:
+        """One chunk from `from_seq` (of a table in `after`, only records after its seq);
+        p.Unreachable when no reply comes within `timeout`, p.ControlError when the server
+        refuses the request."""
         self._id += 1
-        req = LogRequest(day, from_seq, to_seq, tuple(sorted(tables)) if tables else None, self._id)
+        req = LogRequest(day, from_seq, to_seq, tuple(sorted(tables)) if tables else None, self._id,
+                         tuple(sorted((after or {}).items())))
         self.sock.send_multipart([b"", req.encode()])
         deadline = time.monotonic() + self.timeout
         while (left := deadline - time.monotonic()) > 0:

@@ -411,8 +411,9 @@ class Subscriber:
         tables = sorted(self.tables) if self.tables else None
         while self.day is not None and not self.closed:
             try:
+                # what was delivered live is not sent again (the file's reader skips it locally)
                 chunk = self.remote.fetch(self.day, self.cursor[1] + 1,
-                                          None if until is None else until - 1, tables)
+                                          None if until is None else until - 1, tables, self.last)
             except p.Unreachable:
                 if time.monotonic() > deadline:
                     raise SubscriberError(f"the log server {self.tp.log_serve} does not answer; "

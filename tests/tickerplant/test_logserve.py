@@ -14,11 +14,11 @@ import zmq
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from helpers import send, start_tp, trades, wait_for
+from helpers import send, start_tp, trades
 from schemas.codec import encode, peek
 from schemas.registry import load_registry
 from tickerplant import protocol as p
-from tickerplant.log import LogWriter, control, is_control, scan
+from tickerplant.log import LogWriter, is_control, scan
 from tickerplant.logserve import LogClient, LogRequest, LogRequestError, LogServer, parse_request
 from tickerplant.subscriber import Subscriber
 
@@ -35,6 +35,8 @@ near_valid = st.fixed_dictionaries({}, optional={
     "to_seq": st.one_of(st.none(), st.integers(-5, 1 << 64), json_values),
     "tables": st.one_of(st.none(), st.lists(st.sampled_from(["trade", "quote", "nope"]), max_size=3), json_values),
     "id": st.one_of(st.integers(-3, 1 << 64), json_values),
+    "after": st.one_of(st.dictionaries(st.sampled_from(["trade", "quote", "nope"]), st.integers(-3, 1 << 64)),
+                       json_values),
     "extra": json_values})
 
 
@@ -57,9 +59,10 @@ def test_request_parser_takes_any_input_without_surprises(raw, nframes):
 
 @given(st.dates(), st.integers(1, (1 << 63) - 1), st.none() | st.integers(1, (1 << 63) - 1),
        st.none() | st.lists(st.sampled_from(["trade", "quote"]), max_size=2).map(tuple),
-       st.integers(0, 1 << 40))
-def test_a_request_round_trips(day, first, last, tables, rid):
-    req = LogRequest(day, first, last, tables, rid)
+       st.integers(0, 1 << 40),
+       st.dictionaries(st.sampled_from(["trade", "quote"]), st.integers(0, (1 << 63) - 1)))
+def test_a_request_round_trips(day, first, last, tables, rid, after):
+    req = LogRequest(day, first, last, tables, rid, tuple(sorted(after.items())))
     assert parse_request([req.encode()], REG.tables) == req
 
 
@@ -84,10 +87,10 @@ def _port() -> int:
     return free_port()
 
 
-def _stream(client, day, first, last, tables):
+def _stream(client, day, first, last, tables, after=None):
     seqs, payloads, chunks = [], [], 0
     while True:
-        c = client.fetch(day, first, last, tables)
+        c = client.fetch(day, first, last, tables, after)
         chunks += 1
         seqs += c.seqs
         payloads += [bytes(x) for x in c.payloads]
@@ -110,6 +113,9 @@ def test_log_server_streams_a_range_in_chunks_as_the_file_holds_it(served_log):
         assert seqs == list(range(1, 302)) and is_control(payloads[-1])
         assert {peek(x).table for x in payloads[:-1]} == {"trade", "quote"}
         assert client.fetch(DAY + dt.timedelta(days=1), 1).head["missing"]
+        # what the client already has of a table is skipped, the rest of the range still comes
+        seqs, _, _, head = _stream(client, DAY, 1, 40, None, after={"trade": 31})
+        assert seqs == [s for s in range(1, 41) if s % 2 == 0 or s > 31] and head["next"] == 41
     finally:
         client.close()
 
