@@ -197,3 +197,30 @@ def test_log_server_socket_answers_every_enveloped_message_and_keeps_serving(fuz
     assert s.poll(5000)
     ok = s.recv_multipart()
     assert np.frombuffer(ok[2], "<u8").tolist() == [5, 6, 7]
+
+
+def test_auto_mode_reads_the_file_only_when_it_is_the_tps_own(tmp_path):
+    from tickerplant.config import CurveSettings, TickerplantSettings
+    from tickerplant.subscriber import SubscriberError
+    here = tmp_path / "tp_20240305.log"
+    here.write_bytes(b"")
+    st = here.stat()
+    plain = TickerplantSettings(pub=f"tcp://127.0.0.1:{_port()}")
+    served = plain.model_copy(update={"log_serve": f"tcp://127.0.0.1:{_port()}"})
+    cases = [(plain, {"log": str(here), "log_id": [st.st_dev, st.st_ino]}, "file"),
+             (served, {"log": str(here), "log_id": [st.st_dev, st.st_ino]}, "file"),
+             (served, {"log": str(here), "log_id": [st.st_dev, st.st_ino + 1]}, "network"),  # a namesake
+             (served, {"log": str(tmp_path / "elsewhere.log"), "log_id": [1, 2]}, "network")]
+    for tp, rep, mode in cases:
+        s = Subscriber(tp, ["trade"], registry=REG, curve=CurveSettings())
+        s._choose_log(rep)
+        assert ("network" if s.remote is not None else "file") == mode, (tp.log_serve, rep)
+        s.sub.close(0)
+        if s.remote is not None:
+            s.remote.close()
+    lost = Subscriber(plain, ["trade"], registry=REG, curve=CurveSettings())
+    with pytest.raises(SubscriberError, match="log_serve"):
+        lost._choose_log({"log": str(tmp_path / "elsewhere.log"), "log_id": [1, 2]})
+    lost.sub.close(0)
+    with pytest.raises(ValueError, match="log_serve"):
+        Subscriber(plain, ["trade"], registry=REG, curve=CurveSettings(), log="network")
