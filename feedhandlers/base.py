@@ -251,8 +251,9 @@ class Feed:
     `Feed(tp, feed_id, registry=None, settings=None, **overrides)`: `tp` is the TP's
     `TickerplantSettings` (its ingest endpoint and message size limit); `settings` the
     `FeedSettings` (default: the embedded defaults); overrides are any of its fields
-    (batch_rows=1, on_full="error", ...). `registry` defaults to the built-in tables. Use as a
-    context manager or call `close()`.
+    (batch_rows=1, on_full="error", ...). `registry` defaults to the built-in tables. `curve`:
+    the [curve] settings when the TP's endpoints are CURVE servers (tickerplant/curve.py). Use
+    as a context manager or call `close()`.
     """
 
     def __init__(self, tp: TickerplantSettings, feed_id: int | None = None,
