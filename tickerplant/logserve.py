@@ -26,8 +26,9 @@ DEALER sending [b"", request] is a client. One request, one reply:
 
 The server never touches the TP's state: it reads the log file with tickerplant/log.py's reader
 (read in chunks, not mapped: the TP may cut a torn tail off a file it continues) in its own
-thread with its own socket, receives with NOBLOCK after a poll and sends with NOBLOCK (a reply
-the peer's queue cannot take is dropped and counted as `unsent`; the client asks again). Where
+thread with its own socket, receives with NOBLOCK after a poll and sends with NOBLOCK. Memory
+is bounded: one chunk being built, and 4 replies queued per peer (ROUTER drops a reply beyond
+that; the client times out and asks again). Where
 the last reply of each range ended is remembered (a few thousand positions), so streaming a
 range costs one pass over the file, not one per chunk.
 """
@@ -172,7 +173,9 @@ class LogServer:
         try:
             sock.setsockopt(zmq.MAXMSGSIZE, self.max_request_bytes)
             sock.setsockopt(zmq.LINGER, 0)
-            sock.setsockopt(zmq.SNDHWM, 64)        # replies queued per client, at most
+            # replies queued per client: a client asks for one chunk at a time, so a peer that
+            # sends requests without reading holds 4 chunks here at most (ROUTER drops the rest)
+            sock.setsockopt(zmq.SNDHWM, 4)
             secure_server(sock, self.curve)
             sock.bind(self.endpoint)
         except BaseException as e:  # noqa: BLE001 - handed to start()
