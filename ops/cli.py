@@ -584,7 +584,7 @@ def strategy_stop(cfg, name):
 
 
 BENCHES = ["ingest", "latency", "replay", "eod", "query", "itch", "feed", "risk", "backtest", "fix",
-           "tick-to-trade"]
+           "tick-to-trade", "logserve"]
 BENCH_MODULES = {"replay": "log_replay", "tick-to-trade": "tick_to_trade"}
 
 
