@@ -13,9 +13,10 @@ DEALER sending [b"", request] is a client. One request, one reply:
              batch records of `tables` only (null: all) and, of a table in `after`, only those
              with a later seq (what the client already has is not sent again), control
              records (end of day) always.
-    reply    [header JSON, seqs (u64 little-endian each), ends (u64 each), payloads]: the
-             payloads back to back in one frame, record i's at [ends[i-1], ends[i]) (one frame,
-             not one per record: ZeroMQ's cost per frame is what a chunk would spend most on)
+    reply    [header JSON, seqs, starts, ends (u64 little-endian each), payloads]: the payloads
+             in one frame, record i's at [starts[i], ends[i]) (one frame, not one per record:
+             ZeroMQ's cost per frame is what a chunk would otherwise spend most on; without a
+             table filter it is a slice of the file, sent without a copy)
              header {"date", "id" (echoed), "count", "next": the seq to ask from next, "done":
              true when to_seq or the end of the file was reached, "missing": true when there is
              no log for that day, "error": text when the log is damaged before to_seq}.
@@ -29,7 +30,7 @@ DEALER sending [b"", request] is a client. One request, one reply:
 The server never touches the TP's state: it reads the log file with tickerplant/log.py's reader
 (read in chunks, not mapped: the TP may cut a torn tail off a file it continues) in its own
 thread with its own socket, receives with NOBLOCK after a poll and sends with NOBLOCK. Memory
-is bounded: one chunk being built, and 4 replies queued per peer (ROUTER drops a reply beyond
+is bounded: one chunk being built, and 16 replies queued per peer (ROUTER drops a reply beyond
 that; the client times out and asks again). Where
 the last reply of each range ended is remembered (a few thousand positions), so streaming a
 range costs one pass over the file, not one per chunk.
@@ -175,9 +176,12 @@ class LogServer:
         try:
             sock.setsockopt(zmq.MAXMSGSIZE, self.max_request_bytes)
             sock.setsockopt(zmq.LINGER, 0)
-            # replies queued per client: a client asks for one chunk at a time, so a peer that
-            # sends requests without reading holds 4 chunks here at most (ROUTER drops the rest)
-            sock.setsockopt(zmq.SNDHWM, 4)
+            # replies queued per client: a client asks for one chunk at a time, so only a peer
+            # sending requests without reading fills this; it holds 16 chunks at most (ROUTER
+            # drops the rest). Not less: libzmq acknowledges reads lazily, and at 4 a client
+            # reading every reply still saw one dropped now and then (then it waits out its
+            # timeout and asks again)
+            sock.setsockopt(zmq.SNDHWM, 16)
             secure_server(sock, self.curve)
             sock.bind(self.endpoint)
         except BaseException as e:  # noqa: BLE001 - handed to start()
@@ -227,62 +231,78 @@ class LogServer:
             self.counters["unsent"] += 1
 
     def read(self, req: LogRequest) -> list:
-        """[header, seqs, payloads...] of one chunk of `req`'s range."""
+        """[header, seqs, starts, ends, payloads] of one chunk of `req`'s range: record i's
+        payload is payloads[starts[i]:ends[i]]. Work per block of records (numpy), except the
+        table test of each record when the request filters by table."""
         path = p.log_path(self.dir, req.date)
         head = {"date": req.date.isoformat(), "id": req.id, "count": 0, "next": req.from_seq,
                 "done": True}
+        empty = [head, b"", b"", b"", b""]
         if not path.exists():
             head["missing"] = True
-            return [head, b"", b"", b""]
+            return empty
         try:
             reader = LogReader(path)
         except LogError as e:
             head["error"] = str(e)
-            return [head, b"", b"", b""]
+            return empty
         offset, after = self._position(path, req.from_seq)
         wanted = set(req.tables) if req.tables is not None else None
         known = dict(req.after)
-        seqs: list[int] = []
-        payloads: list = []
-        size = 0
-        last = after
-        end_offset = offset
-        full = False
+        filtering = wanted is not None or bool(known)
+        seqs, starts, ends, blobs = [], [], [], []
+        size = count = at = 0          # payload bytes and records taken; bytes in blobs
+        last, end_offset, full = after, offset, False
         for b in reader.blocks(offset, after, verify=True, mapped=False, last_seq=req.to_seq):
+            lo = max(0, req.from_seq - b.first_seq)   # records before from_seq: skipped
+            last, end_offset = b.first_seq + len(b) - 1, b.base + int(b.ends[-1])
+            if lo >= len(b):
+                continue
+            st, en = b.starts[lo:] + FRAME.size, b.ends[lo:]
+            sq = np.arange(b.first_seq + lo, b.first_seq + len(b), dtype=np.int64)
             mv = memoryview(b.buf)
-            first = b.first_seq
-            for i, (s, e) in enumerate(zip(b.starts.tolist(), b.ends.tolist())):
-                seq = first + i
-                last, end_offset = seq, b.base + e
-                if seq < req.from_seq:
-                    continue
-                payload = mv[s + FRAME.size: e]
-                if is_control(payload):
-                    keep = True
-                elif wanted is None and not known:
-                    keep = True
-                else:
-                    table = peek(payload).table
-                    keep = (wanted is None or table in wanted) and seq > known.get(table, 0)
-                if keep:
-                    seqs.append(seq)
-                    payloads.append(payload)
-                    size += e - s
-                if size >= self.chunk_bytes or len(seqs) >= MAX_RECORDS:
-                    full = True
-                    break
+            keep = None
+            if filtering:
+                keep = np.fromiter((_wanted(mv[x:y], q, wanted, known) for x, y, q in
+                                    zip(st.tolist(), en.tolist(), sq.tolist())), bool, len(sq))
+            sizes = en - st if keep is None else np.where(keep, en - st, 0)
+            cum = size + np.cumsum(sizes)
+            cnt = count + (np.arange(1, len(sq) + 1) if keep is None else np.cumsum(keep))
+            over = np.flatnonzero((cum >= self.chunk_bytes) | (cnt >= MAX_RECORDS))
+            stop = len(sq) if not len(over) else int(over[0]) + 1
+            full = bool(len(over))
+            size, count = int(cum[stop - 1]), int(cnt[stop - 1])
+            last, end_offset = int(sq[stop - 1]), b.base + int(en[stop - 1])
+            st, en, sq = st[:stop], en[:stop], sq[:stop]
+            if keep is None:  # every record: one slice of the block, frame headers and all
+                a0, a1 = int(st[0]), int(en[-1])
+                blobs.append(mv[a0:a1])
+                starts.append(st - a0 + at)
+                ends.append(en - a0 + at)
+                at += a1 - a0
+            else:             # only the wanted ones, back to back
+                keep = keep[:stop]
+                st, en, sq = st[keep], en[keep], sq[keep]
+                blobs += [mv[x:y] for x, y in zip(st.tolist(), en.tolist())]
+                e = at + np.cumsum(en - st)
+                starts.append(e - (en - st))
+                ends.append(e)
+                at = int(e[-1]) if len(e) else at
+            seqs.append(sq)
             if full:
                 break
         head["next"] = max(req.from_seq, last + 1)
-        head["count"] = len(seqs)
+        head["count"] = count
         if last >= req.from_seq - 1:
             self._remember(path, last, end_offset)
         reached = req.to_seq is not None and last >= req.to_seq
         head["done"] = reached or not full
         if not full and not reached and reader.error:
             head["error"] = f"{path.name}: {reader.error}"
-        ends = np.cumsum(np.fromiter(map(len, payloads), np.uint64, len(payloads)), dtype="<u8")
-        return [head, np.array(seqs, "<u8").tobytes(), ends.tobytes(), b"".join(payloads)]
+        if not seqs:
+            return empty
+        return [head, *(np.concatenate(x).astype("<u8").tobytes() for x in (seqs, starts, ends)),
+                blobs[0] if len(blobs) == 1 else b"".join(blobs)]
 
     def _position(self, path: Path, from_seq: int) -> tuple[int, int]:
         """(offset, seq before it) to start reading at for `from_seq`: a remembered position
@@ -298,6 +318,15 @@ class LogServer:
         self._positions[(str(path), seq)] = offset
         while len(self._positions) > _POSITIONS:
             self._positions.popitem(last=False)
+
+
+def _wanted(payload, seq: int, tables: set | None, known: dict) -> bool:
+    """Is this record part of the reply: a control record, or a batch of a wanted table that
+    is later than what the client has of it."""
+    if is_control(payload):
+        return True
+    table = peek(payload).table
+    return (tables is None or table in tables) and seq > known.get(table, 0)
 
 
 @dataclass(slots=True)
@@ -344,13 +373,14 @@ class LogClient:
                 raise p.ControlError(f"log server {self.endpoint}: {head['error']}")
             if head.get("id") != self._id:
                 continue  # the reply to a request given up on
-            if len(frames) != 5:
+            if len(frames) != 6:
                 raise p.ControlError(f"log server {self.endpoint}: a reply of {len(frames)} frames; "
                                      "is it a tickstack log server of this version?")
             seqs = np.frombuffer(frames[2], "<u8").tolist()
-            ends = np.frombuffer(frames[3], "<u8").tolist()
-            blob = memoryview(frames[4])
-            payloads = [blob[a:b] for a, b in zip([0, *ends], ends)]
+            starts = np.frombuffer(frames[3], "<u8").tolist()
+            ends = np.frombuffer(frames[4], "<u8").tolist()
+            blob = memoryview(frames[5])
+            payloads = [blob[a:b] for a, b in zip(starts, ends)]
             return Chunk(head, seqs, payloads)
         raise p.Unreachable(f"no answer from the log server {self.endpoint} in {self.timeout:g}s: "
                             "is the tickerplant running with [tickerplant] log_serve set, and is "

@@ -139,8 +139,14 @@ def test_query_endpoint_with_curve_answers_the_key_and_refuses_the_rest(tmp_path
         assert query(srv.endpoint, "select 41 + 1 as x", timeout=10, curve=curve).table.to_pylist() == [{"x": 42}]
         with pytest.raises(QueryError, match="no answer"):
             query(srv.endpoint, "select 1", timeout=1)             # plain: refused, no answer
-        wait_for(lambda: srv.counters().get("auth_denied_protocol", 0) > 0, timeout=10,
-                 what="the plain client's refusal counted")
+        plain = zmq.Context.instance().socket(zmq.DEALER)      # retries until closed: counted
+        plain.setsockopt(zmq.LINGER, 0)
+        plain.connect(srv.endpoint)
+        try:
+            wait_for(lambda: srv.counters().get("auth_denied_protocol", 0) > 0, timeout=20,
+                     what="the plain client's refusal counted")
+        finally:
+            plain.close(0)
         assert srv.counters()["ok"] == 1
     finally:
         srv.stop()  # its own context: terminates only if the CURVE guard let go of it
