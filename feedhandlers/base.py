@@ -78,7 +78,8 @@ from feedhandlers.config import FeedSettings
 from schemas import codec
 from schemas.registry import Registry, Schema, load_registry
 from tickerplant import protocol as p
-from tickerplant.config import TickerplantSettings
+from tickerplant.config import CurveSettings, TickerplantSettings
+from tickerplant.curve import secure_client
 
 log = logging.getLogger(__name__)
 
@@ -270,13 +271,15 @@ class Feed:
     `Feed(tp, feed_id, registry=None, settings=None, **overrides)`: `tp` is the TP's
     `TickerplantSettings` (its ingest endpoint and message size limit); `settings` the
     `FeedSettings` (default: the embedded defaults); overrides are any of its fields
-    (batch_rows=1, on_full="error", ...). `registry` defaults to the built-in tables. Use as a
-    context manager or call `close()`.
+    (batch_rows=1, on_full="error", ...). `registry` defaults to the built-in tables. `curve`:
+    the [curve] settings when the TP's endpoints are CURVE servers (tickerplant/curve.py). Use
+    as a context manager or call `close()`.
     """
 
     def __init__(self, tp: TickerplantSettings, feed_id: int | None = None,
                  registry: Registry | None = None, *, settings: FeedSettings | None = None,
-                 context: zmq.Context | None = None, **overrides):
+                 context: zmq.Context | None = None, curve: CurveSettings | None = None,
+                 **overrides):
         base = settings.model_dump() if settings is not None else {}
         self.settings = s = FeedSettings.model_validate({**base, **overrides})
         self.feed_id = int(feed_id if feed_id is not None else s.feed_id)
@@ -325,6 +328,7 @@ class Feed:
         self._sock.setsockopt(zmq.RECONNECT_IVL, 100)
         self._sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
         self._sock.setsockopt(zmq.SNDHWM, 10_000)
+        secure_client(self._sock, curve)             # a CURVE client when [curve] is on
         self._mon = self._sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED)
         wake_addr = f"inproc://feed-wake-{id(self):x}"
         self._wake_rx = self._ctx.socket(zmq.PAIR)
@@ -345,7 +349,8 @@ class Feed:
                     **overrides) -> "Feed":
         """A feed from a process config (`FeedConfig`, or the stack's): its [tickerplant]
         endpoints, [feed] settings and tables."""
-        return cls(cfg.tickerplant, feed_id, registry or cfg.registry(), settings=cfg.feed, **overrides)
+        return cls(cfg.tickerplant, feed_id, registry or cfg.registry(), settings=cfg.feed,
+                   curve=getattr(cfg, "curve", None), **overrides)
 
     # ---------------------------------------------------------------- producer side
 

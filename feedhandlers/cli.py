@@ -185,7 +185,7 @@ def _itch_date(cfg, file: str) -> tuple[str, str]:
                 pass   # digits that are not a date: not NASDAQ's convention after all
     from tickerplant.protocol import ControlError, Unreachable, control
     try:
-        return control(cfg.tickerplant.ctl, "status", timeout=1.0)["date"], "the tickerplant's current day"
+        return control(cfg.tickerplant.ctl, "status", timeout=1.0, curve=cfg.curve)["date"], "the tickerplant's current day"
     except (Unreachable, ControlError, KeyError):
         from tickerplant.clock import Clock
         return (Clock(cfg.eod.time, cfg.eod.tz).day().isoformat(),

@@ -8,7 +8,7 @@ from typing import Literal, Optional
 from pydantic import Field
 
 from schemas.settings import Settings, StackSettings
-from tickerplant.config import EodSettings, HealthSettings, TickerplantSettings
+from tickerplant.config import CurveSettings, EodSettings, HealthSettings, TickerplantSettings
 
 
 class FeedSettings(Settings):
@@ -44,3 +44,4 @@ class FeedConfig(StackSettings):
     eod: EodSettings = EodSettings()
     feed: FeedSettings = FeedSettings()
     health: HealthSettings = HealthSettings()
+    curve: CurveSettings = CurveSettings()

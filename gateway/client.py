@@ -46,6 +46,8 @@ from collections import deque
 
 import zmq
 
+from tickerplant.curve import secure_client
+
 from gateway import intents
 
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5040"
@@ -57,7 +59,8 @@ class GatewayUnavailable(ConnectionError):
 
 class OrderClient:
     def __init__(self, endpoint: str | None = None, client: str | None = None, *,
-                 mode: str = "dealer", timeout: float = 5.0, ctx: zmq.Context | None = None):
+                 mode: str = "dealer", timeout: float = 5.0, ctx: zmq.Context | None = None,
+                 curve=None):
         if mode not in ("dealer", "req"):
             raise ValueError(f"mode {mode!r}: 'dealer' (strategies) or 'req' (one request, one reply)")
         if endpoint is None:
@@ -67,6 +70,7 @@ class OrderClient:
         elif not isinstance(endpoint, str):      # a GatewaySettings
             endpoint = endpoint.intents
         self.endpoint, self.client, self.mode, self.timeout = endpoint, client, mode, timeout
+        self.curve = curve                      # [curve] (CurveSettings): a CURVE client when on
         self.ctx = ctx or zmq.Context.instance()
         self._prefix = os.urandom(4).hex() + "-"
         self._n = itertools.count(1)
@@ -87,6 +91,7 @@ class OrderClient:
         s.setsockopt(zmq.LINGER, 0)
         s.setsockopt(zmq.IMMEDIATE, 1)
         s.setsockopt(zmq.RCVHWM, 0)
+        secure_client(s, self.curve)
         s.connect(self.endpoint)
         return s
 

@@ -18,7 +18,7 @@ from pydantic import BeforeValidator, Field
 from gateway.matching import FillModel
 from gateway.risk import RiskSettings
 from schemas.settings import Settings, StackSettings
-from tickerplant.config import EodSettings, HealthSettings, TickerplantSettings
+from tickerplant.config import CurveSettings, EodSettings, HealthSettings, TickerplantSettings
 
 _COMP_ID = r"^[A-Za-z0-9_.-]+$"
 
@@ -101,6 +101,7 @@ class VenueConfig(StackSettings):
     tickerplant: TickerplantSettings = TickerplantSettings()
     venues: Venues
     health: HealthSettings = HealthSettings()
+    curve: CurveSettings = CurveSettings()
 
 
 class GatewaySettings(Settings):
@@ -136,3 +137,4 @@ class GatewayConfig(StackSettings):
     gateway: GatewaySettings = GatewaySettings()
     venues: Venues
     health: HealthSettings = HealthSettings()
+    curve: CurveSettings = CurveSettings()

@@ -125,6 +125,8 @@ from gateway.rows import Rows
 from gateway.sor import Child, Routing, parent_state, route
 from tickerplant.clock import Clock
 from tickerplant.health import subscriber_health
+from tickerplant.config import CurveSettings
+from tickerplant.curve import refused, secure_server
 
 log = logging.getLogger("gateway")
 
@@ -194,8 +196,9 @@ class _Wait:
 class Gateway:
     def __init__(self, settings: GatewaySettings, venues: dict[str, VenueSettings], tp, eod,
                  state_dir: str | Path, tplog_dir: str | Path, registry, *,
-                 clock=time.time_ns, follow_quotes: bool = True):
+                 clock=time.time_ns, follow_quotes: bool = True, curve=None):
         self.settings = s = settings
+        self.curve = curve                       # [curve]: the intents socket, the TP clients
         names = list(s.venues) or list(venues)
         missing = [v for v in names if v not in venues]
         if missing:
@@ -252,7 +255,7 @@ class Gateway:
     def from_config(cls, cfg) -> "Gateway":
         """From a GatewayConfig (or the stack's Config)."""
         return cls(cfg.gateway, cfg.venues, cfg.tickerplant, cfg.eod, cfg.root / "fix" / "gateway",
-                   cfg.tplog_dir, cfg.registry())
+                   cfg.tplog_dir, cfg.registry(), curve=getattr(cfg, "curve", None))
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> "Gateway":
@@ -276,13 +279,15 @@ class Gateway:
             self.links[name], self.by_session[link.session] = link, link
             self.fix.app.venue_names[v.comp_id] = name       # reports name the venue, not its CompID
         self._rewind(past)
-        self.feed = Feed(self.tp, s.feed_id, self.registry, batch_ms=0, hello_timeout_ms=500)
+        self.feed = Feed(self.tp, s.feed_id, self.registry, batch_ms=0, hello_timeout_ms=500,
+                         curve=self.curve)
         ctx = zmq.Context.instance()
         self.router = r = ctx.socket(zmq.ROUTER)
         r.setsockopt(zmq.LINGER, 0)
         r.setsockopt(zmq.MAXMSGSIZE, s.max_intent_bytes)
         r.setsockopt(zmq.SNDHWM, s.events_hwm)
         try:
+            secure_server(r, self.curve)
             r.bind(s.intents)
         except zmq.ZMQError as e:
             self.feed.close(1)
@@ -326,7 +331,7 @@ class Gateway:
         """Today's TP log: the TP says which; if it does not answer, the newest in tplog_dir."""
         from tickerplant.protocol import control
         try:
-            return Path(control(self.tp.ctl, "status", timeout=2.0)["log"])
+            return Path(control(self.tp.ctl, "status", timeout=2.0, curve=self.curve)["log"])
         except Exception:  # noqa: BLE001 - the TP is down: read what is on disk
             logs = sorted(self.tplog_dir.glob("tp_????????.log"))
             if logs:
@@ -421,7 +426,8 @@ class Gateway:
         from tickerplant.subscriber import Subscriber, Update
         while not self._stop:
             try:
-                self._sub = sub = Subscriber(self.tp, tables=["quote"], registry=self.registry)
+                self._sub = sub = Subscriber(self.tp, tables=["quote"], registry=self.registry,
+                                             curve=self.curve or CurveSettings())
                 for ev in sub:
                     if isinstance(ev, Update):
                         self.quote_inbox.put(ev.batch)
@@ -1201,7 +1207,7 @@ class Gateway:
                 "recovering": self.recovering, "intents": self.settings.intents,
                 "venues": {n: link.view() for n, link in self.links.items()},
                 "orders": len(self.parents), "working": len(self.orders.working()),
-                "open_orders": self.risk.open_orders, "counters": dict(self.counts),
+                "open_orders": self.risk.open_orders, "counters": {**self.counts, **refused()},
                 "orders_counts": dict(self.orders.counts), "fix": fix_counters,
                 "denials": {d.value: n for d, n in self.risk.denials.items()},
                 "positions": [{"sym": p.sym, "qty": p.qty, "avg_cost": p.avg_cost,

@@ -237,7 +237,7 @@ class Venue:
                 log.exception("sending a report to %s failed", r.session)
 
 
-def subscribe_quotes(venue: Venue, tp) -> Callable[[], None]:
+def subscribe_quotes(venue: Venue, tp, curve=None) -> Callable[[], None]:
     """Feed `venue` the tickerplant's quote table from a thread (the whole day, then live);
     returns a function that stops it. The only place the venue knows the subscriber API."""
     from tickerplant.subscriber import Subscriber, Update
@@ -246,7 +246,7 @@ def subscribe_quotes(venue: Venue, tp) -> Callable[[], None]:
     def follow():
         while not state["stopped"]:
             try:
-                state["sub"] = venue.quote_sub = sub = Subscriber(tp, tables=["quote"])
+                state["sub"] = venue.quote_sub = sub = Subscriber(tp, tables=["quote"], curve=curve)
                 for ev in sub:
                     if isinstance(ev, Update):
                         venue.on_quote_batch(ev.batch)
@@ -289,7 +289,7 @@ def main(argv=None) -> None:
     venue = Venue(settings, cfg.root / "fix" / f"venue-{settings.name}")
     on_term(venue.stop)
     venue.start()
-    stop_quotes = None if args.no_quotes else subscribe_quotes(venue, cfg.tickerplant)
+    stop_quotes = None if args.no_quotes else subscribe_quotes(venue, cfg.tickerplant, cfg.curve)
     watch = start_monitor(f"venue-{args.name}", cfg, venue.health)
     try:
         venue.run()

@@ -2,7 +2,7 @@
 from pydantic import Field
 
 from schemas.settings import Settings, StackSettings
-from tickerplant.config import EodSettings, HealthSettings, TickerplantSettings
+from tickerplant.config import CurveSettings, EodSettings, HealthSettings, TickerplantSettings
 
 
 class QuestDBSettings(Settings):
@@ -30,3 +30,4 @@ class HdbConfig(StackSettings):
     hdb: HdbSettings = HdbSettings()
     tickerplant: TickerplantSettings = TickerplantSettings()
     health: HealthSettings = HealthSettings()
+    curve: CurveSettings = CurveSettings()

@@ -14,23 +14,25 @@ from hdb.config import HdbConfig, HdbSettings
 from hdb.server import QueryServer
 from hdb.sql import Engine
 from schemas.registry import Registry
+from tickerplant.config import CurveSettings
 
 log = logging.getLogger(__name__)
 
 
 class Hdb:
-    def __init__(self, settings: HdbSettings, hdb_dir: Path, registry: Registry):
+    def __init__(self, settings: HdbSettings, hdb_dir: Path, registry: Registry,
+                 curve: CurveSettings | None = None):
         self.hdb_dir = Path(hdb_dir)
         self.hdb_dir.mkdir(parents=True, exist_ok=True)
         self.engine = Engine(hdb_dir=self.hdb_dir, timeout_s=settings.query_timeout_s,
                              max_rows=settings.max_rows, registry=registry)
         self.server = QueryServer(settings.query, self.engine, workers=settings.workers,
-                                  max_request_bytes=settings.max_request_bytes)
+                                  max_request_bytes=settings.max_request_bytes, curve=curve)
         self._stop = threading.Event()
 
     @classmethod
     def from_config(cls, cfg: HdbConfig) -> "Hdb":
-        return cls(cfg.hdb, cfg.hdb_dir, cfg.registry())
+        return cls(cfg.hdb, cfg.hdb_dir, cfg.registry(), cfg.curve)
 
     def start(self) -> "Hdb":
         self.server.start()
@@ -54,4 +56,4 @@ class Hdb:
         finally:
             self.server.stop()
             self.engine.close()
-            log.info("hdb: stopped (%s)", dict(self.server.stats))
+            log.info("hdb: stopped (%s)", self.server.counters())

@@ -3,7 +3,9 @@
 Sockets:
     frontend  ROUTER bound at `endpoint` (loopback by default). Clients talk REQ to it (or any
               socket that speaks the REQ envelope: DEALER sending an empty delimiter first).
-              ZeroMQ disconnects a peer that sends a frame over `max_request_bytes`.
+              ZeroMQ disconnects a peer that sends a frame over `max_request_bytes`. A CURVE
+              server when [curve] is on (tickerplant/curve.py): a client without the key is
+              refused in the handshake and counted in `counters()` (auth_denied).
     backend   ROUTER bound at a private inproc address; each worker is a DEALER on it.
     broker    one thread between the two: it reads the frontend (NOBLOCK) only while a worker is
               idle, so further requests wait in ZeroMQ's queues, and hands each request to the
@@ -36,6 +38,8 @@ import zmq
 
 from hdb.config import HdbSettings
 from hdb.sql import Engine, QueryError, Result
+from tickerplant.config import CurveSettings
+from tickerplant.curve import refused, release, secure_server
 from tickerplant.protocol import Unreachable, request
 from tickerplant.protocol import split_envelope
 
@@ -81,13 +85,14 @@ class QueryServer:
     bound (errors such as a port in use raise there); `stop()` ends every thread."""
 
     def __init__(self, endpoint: str, engine: Engine, workers: int = 2,
-                 max_request_bytes: int = MAX_REQUEST):
+                 max_request_bytes: int = MAX_REQUEST, curve: CurveSettings | None = None):
         if workers < 1:
             raise ValueError("workers must be >= 1")
         self.endpoint = endpoint
         self.engine = engine
         self.workers = workers
         self.max_request_bytes = max_request_bytes
+        self.curve = curve
         self.stats: Counter = Counter()
         self.last_error = ""                  # the text of the last failed query (health())
         self._stats_lock = threading.Lock()
@@ -102,9 +107,11 @@ class QueryServer:
         front.setsockopt(zmq.MAXMSGSIZE, self.max_request_bytes)
         front.setsockopt(zmq.LINGER, 0)
         try:
+            secure_server(front, self.curve)
             front.bind(self.endpoint)
-        except zmq.ZMQError:
+        except (zmq.ZMQError, ValueError):
             front.close(0)
+            release(self._ctx)
             self._ctx.term()
             raise
         # a wildcard port ("tcp://127.0.0.1:*") resolves here, so callers can learn it
@@ -138,7 +145,13 @@ class QueryServer:
         for t in self._threads:
             t.join(timeout)
         self._ctl.close(0)
+        release(self._ctx)
         self._ctx.term()
+
+    def counters(self) -> dict:
+        """`stats` and the refused CURVE handshakes (auth_denied...)."""
+        with self._stats_lock:
+            return {**self.stats, **refused(self._ctx)}
 
     def __enter__(self):
         return self.start()
@@ -248,12 +261,14 @@ class QueryServer:
             sock.close(0)
 
 
-def query(endpoint: str, sql: str, timeout: float = 60, allow_truncated: bool = False) -> Result:
+def query(endpoint: str, sql: str, timeout: float = 60, allow_truncated: bool = False,
+          curve: CurveSettings | None = None) -> Result:
     """Run `sql` on the query server at `endpoint`. Raises QueryError with the server's text,
     or saying nothing answered within `timeout` seconds. A result the server cut at its row
     limit has `truncated` set and, unless `allow_truncated`, issues a TruncatedWarning."""
     try:
-        frames = request(endpoint, [json.dumps({"sql": sql, "format": "arrow"}).encode()], timeout)
+        frames = request(endpoint, [json.dumps({"sql": sql, "format": "arrow"}).encode()], timeout,
+                         curve=curve)
     except Unreachable as e:
         raise QueryError(str(e)) from None
     kind = bytes(frames[0].buffer)

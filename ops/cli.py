@@ -9,6 +9,7 @@
     tickstack order buy|sell SYM QTY [--limit PX]; orders; cancel ID; halt; resume
     tickstack positions | pnl | risk      # from the risk process
     tickstack strategy start|stop NAME    # a strategy running live in the stack
+    tickstack keys [--dir DIR]            # CURVE keypairs for the endpoints; prints the [curve] lines
 """
 from __future__ import annotations
 
@@ -188,7 +189,8 @@ def _summary(cfg) -> str:
     parts = []
     try:
         t = query(cfg.rdb.query, "select (select count(*) from trade) as trades, "
-                                 "(select count(*) from quote) as quotes", timeout=2).table.to_pylist()[0]
+                                 "(select count(*) from quote) as quotes", timeout=2,
+                  curve=cfg.curve).table.to_pylist()[0]
         parts.append(f"rdb trades={t['trades']} quotes={t['quotes']}")
     except Exception as e:  # noqa: BLE001 - a status line, not a failure
         parts.append(f"rdb: {e}")
@@ -244,6 +246,23 @@ def query(cfg, sql, source, fmt, out, timeout):
 
 
 @cli.command()
+@click.option("--dir", "directory", type=click.Path(file_okay=False),
+              help="Where to write the keys (default: <home>/keys).")
+@click.pass_obj
+def keys(cfg, directory):
+    """Make a CURVE server keypair and a client keypair (secret files mode 0600) and print the
+    [curve] lines that turn CURVE on for every endpoint of the stack."""
+    from tickerplant.curve import config_lines, make_keys
+    try:
+        files = make_keys(Path(directory) if directory else cfg.root / "keys")
+    except FileExistsError as e:
+        _fail(str(e))
+    click.echo(f"# keys in {files['authorized_clients_dir'].parent}; add to the config:")
+    click.echo(config_lines(files))
+    click.echo("# another host's clients need client.key_secret and server.key (not server.key_secret)")
+
+
+@cli.command()
 @click.argument("table")
 @click.option("--sym", "syms", multiple=True, help="Only these syms (repeatable).")
 @click.option("--count", type=int, help="Stop after this many rows.")
@@ -253,7 +272,8 @@ def subscribe(cfg, table, syms, count):
     from ops.query import csv_lines
     from tickerplant.subscriber import EndOfDay, Subscriber
     try:
-        sub = Subscriber(cfg.tickerplant, [table], syms=syms or None, registry=cfg.registry())
+        sub = Subscriber(cfg.tickerplant, [table], syms=syms or None, registry=cfg.registry(),
+                         curve=cfg.curve)
     except KeyError as e:
         _fail(str(e.args[0]))
     seen = 0
@@ -292,7 +312,7 @@ def eod(cfg, day, from_log):
         _fail("--date goes with --from-log; to end today's day now, run `tickstack eod` alone")
     from tickerplant.protocol import Unreachable, control
     try:
-        r = control(cfg.tickerplant.ctl, "eod")
+        r = control(cfg.tickerplant.ctl, "eod", curve=cfg.curve)
     except Unreachable as e:
         _fail(str(e))
     click.echo(f"ended {r['ended']}; the tickerplant is now on {r['date']}")
@@ -501,7 +521,7 @@ def _risk(cfg) -> dict:
         _fail(f"risk is not running: `tickstack start risk` (nothing accepts connections on {cfg.risk.ctl})")
     try:
         reply = json.loads(request(cfg.risk.ctl, [b'{"cmd": "status"}'], timeout=5.0,
-                                   what="the risk process")[0].bytes)
+                                   what="the risk process", curve=cfg.curve)[0].bytes)
     except (Unreachable, ControlError, ValueError) as e:
         _fail(str(e))
     if "error" in reply:
@@ -626,7 +646,7 @@ def strategy_stop(cfg, name):
 
 
 BENCHES = ["ingest", "latency", "replay", "eod", "query", "itch", "feed", "risk", "backtest", "fix",
-           "tick-to-trade"]
+           "tick-to-trade", "logserve"]
 BENCH_MODULES = {"replay": "log_replay", "tick-to-trade": "tick_to_trade"}
 
 

@@ -29,7 +29,7 @@ from schemas.settings import load as _load
 from strategy.config import BacktestSettings, StrategySettings
 from strategy.risk.config import RiskProcessSettings
 from tickerplant.clock import known_zone
-from tickerplant.config import EodSettings, HealthSettings, TickerplantSettings
+from tickerplant.config import CurveSettings, EodSettings, HealthSettings, TickerplantSettings
 
 __all__ = ["Config", "ConfigError", "JobsConfig", "JobsSettings", "SupervisorSettings", "load"]
 
@@ -112,6 +112,7 @@ class JobsConfig(StackSettings):
     tickerplant: TickerplantSettings = TickerplantSettings()
     eod: EodSettings = EodSettings()
     jobs: JobsSettings = JobsSettings()
+    curve: CurveSettings = CurveSettings()
 
 
 class Config(StackSettings):
@@ -128,6 +129,7 @@ class Config(StackSettings):
     risk: RiskProcessSettings = RiskProcessSettings()
     jobs: JobsSettings = JobsSettings()
     supervisor: SupervisorSettings = SupervisorSettings()
+    curve: CurveSettings = CurveSettings()
 
 
 def load(path: str | Path | None = None, home: str | Path | None = None) -> Config:

@@ -334,6 +334,41 @@ def _schema_problems(cfg: Config) -> list[Problem]:
     return out
 
 
+def _curve_problems(cfg: Config) -> list[Problem]:
+    """With [curve] on: each key file named exists and is a key of the right kind, secret files
+    are private, and the host has what a server or a client needs."""
+    c = cfg.curve
+    if not c.enabled:
+        return []
+    import zmq.auth
+    out = []
+    for name in ("server_secret_file", "server_public_file", "client_secret_file", "client_public_file"):
+        f = getattr(c, name)
+        if f is None:
+            continue
+        try:
+            public, secret = zmq.auth.load_certificate(f)
+        except (OSError, ValueError) as e:
+            out.append(Problem(f"curve.{name}", f"cannot read a key from {f} ({e}); run `tickstack "
+                                                "keys` or fix the path"))
+            continue
+        if name.endswith("secret_file"):
+            if secret is None:
+                out.append(Problem(f"curve.{name}", f"{f} holds no secret key: name the .key_secret file"))
+            elif Path(f).stat().st_mode & 0o077:
+                out.append(Problem(f"curve.{name}", f"{f} is readable by others: chmod 600 {f}"))
+    d = c.authorized_clients_dir
+    if d is not None and not Path(d).is_dir():
+        out.append(Problem("curve.authorized_clients_dir", f"{d} is not a directory of client .key files"))
+    server = c.server_secret_file is not None
+    client = c.client_secret_file is not None and (c.server_public_file or c.server_secret_file)
+    if not (server or client):
+        out.append(Problem("curve", "enabled, but neither a server keypair (server_secret_file) nor a "
+                                    "client's keys (client_secret_file and server_public_file) are set; "
+                                    "`tickstack keys` prints the lines"))
+    return out
+
+
 def cross_problems(cfg: Config, left_out: list[tuple] = ()) -> list[Problem]:
     """Problems between fields of a valid config. Keys under `left_out` (bad values replaced
     by their defaults) are not compared: their defaults are not what the user wrote."""
@@ -344,7 +379,7 @@ def cross_problems(cfg: Config, left_out: list[tuple] = ()) -> list[Problem]:
     zone = _zone_problem("eod.tz", cfg.eod.tz)
     if zone:
         out.append(zone)
-    return out + _schema_problems(cfg)
+    return out + _schema_problems(cfg) + _curve_problems(cfg)
 
 
 # -- the checker --------------------------------------------------------------------------------

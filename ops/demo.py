@@ -141,7 +141,7 @@ def _hdb(cfg, sql: str, timeout: float = 60.0) -> pa.Table:
 def _counts(cfg, source: str, where: str = "") -> dict:
     from hdb.server import query
     sql = " UNION ALL ".join(f"SELECT '{t}' AS t, count(*) AS n FROM \"{t}\" {where}" for t in TABLES)
-    t = query(getattr(cfg, source).query, sql, timeout=10).table
+    t = query(getattr(cfg, source).query, sql, timeout=10, curve=cfg.curve).table
     return dict(zip(t.column("t").to_pylist(), t.column("n").to_pylist()))
 
 
@@ -151,7 +151,7 @@ def end_of_day(cfg, console, timeout: float = EOD_TIMEOUT_S) -> tuple[dt.date, d
     from tickerplant.protocol import Unreachable, control
     before = _counts(cfg, "rdb")
     try:
-        r = control(cfg.tickerplant.ctl, "eod", timeout=10)
+        r = control(cfg.tickerplant.ctl, "eod", timeout=10, curve=cfg.curve)
     except Unreachable as e:
         raise DemoFailed(f"{e}; see {cfg.log_dir / 'tp.log'}") from None
     day = dt.date.fromisoformat(r["ended"])

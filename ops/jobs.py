@@ -117,7 +117,7 @@ def eod_job(cfg, now_ns: int, dry_run: bool = False, progress: bool = False) -> 
     due = Clock(at, tz).day(now_ns)
     ctl = cfg.tickerplant.ctl
     try:
-        tp_day = dt.date.fromisoformat(control(ctl, "status", timeout=cfg.jobs.eod.tp_timeout_s)["date"])
+        tp_day = dt.date.fromisoformat(control(ctl, "status", timeout=cfg.jobs.eod.tp_timeout_s, curve=cfg.curve)["date"])
     except Unreachable:
         msg = f"no tickerplant answers at {ctl}: no day to end here"
         log.info("eod job: %s", msg)
@@ -132,7 +132,7 @@ def eod_job(cfg, now_ns: int, dry_run: bool = False, progress: bool = False) -> 
         return JobResult("eod", True, f"would end the tickerplant's day {tp_day} (now {due} by "
                                       f"{at} {tz})")
     try:
-        r = control(ctl, "eod", timeout=30)
+        r = control(ctl, "eod", timeout=30, curve=cfg.curve)
     except (Unreachable, ControlError) as e:
         return JobResult("eod", False, f"the tickerplant did not end {tp_day}: {e}")
     return JobResult("eod", True, f"ended {r['ended']}; the tickerplant is now on {r['date']}")

@@ -254,7 +254,8 @@ def gateway_status(cfg, timeout: float = 0.5) -> dict | None:
     if accepts(cfg.gateway.intents, timeout=timeout) is False:
         return None
     try:
-        return OrderClient(cfg.gateway.intents, client="tickstack", mode="req", timeout=timeout).status()
+        return OrderClient(cfg.gateway.intents, client="tickstack", mode="req", timeout=timeout,
+                           curve=cfg.curve).status()
     except (GatewayUnavailable, ValueError):
         return None
 
@@ -265,7 +266,8 @@ def risk_status(cfg, timeout: float = 0.5) -> dict | None:
     if accepts(cfg.risk.ctl, timeout=timeout) is False:
         return None
     try:
-        frames = request(cfg.risk.ctl, [b'{"cmd": "status"}'], timeout=timeout, what="the risk process")
+        frames = request(cfg.risk.ctl, [b'{"cmd": "status"}'], timeout=timeout, what="the risk process",
+                         curve=cfg.curve)
         reply = json.loads(frames[0].bytes)
     except Exception:  # noqa: BLE001 - not up, or not answering in time
         return None
@@ -278,11 +280,11 @@ def ready(cfg, name: str, pid: int | None = None) -> bool:
     from tickerplant.protocol import control
     try:
         if name == "tp":
-            st = control(cfg.tickerplant.ctl, "status", timeout=0.5)
+            st = control(cfg.tickerplant.ctl, "status", timeout=0.5, curve=cfg.curve)
             return pid is None or st.get("pid", pid) == pid
         elif name in ("rdb", "hdb"):
             from hdb.server import query
-            query(getattr(cfg, name).query, "select 1", timeout=0.5)
+            query(getattr(cfg, name).query, "select 1", timeout=0.5, curve=cfg.curve)
         elif name == "gateway":
             st = gateway_status(cfg)
             return bool(st) and not st["recovering"] and (pid is None or st.get("pid", pid) == pid)
@@ -477,7 +479,7 @@ def status(cfg, names=None) -> list[dict]:
         state = row["state"]
         if name == "tp" and state == "running":
             try:
-                st = control(cfg.tickerplant.ctl, "status", timeout=1.0)
+                st = control(cfg.tickerplant.ctl, "status", timeout=1.0, curve=cfg.curve)
                 row.update(log=st["log"], date=st["date"], seq=st["seq"], counters=st["counters"])
             except Exception as e:  # noqa: BLE001
                 row.update(state="unresponsive", error=str(e))
@@ -562,7 +564,7 @@ def _last_heartbeat_row(cfg, name: str, pid: int | None, timeout: float) -> dict
     try:
         rows = query(cfg.rdb.query, "select epoch_ns(time) as t, pid, in_rate, out_rate, lag, errors, "
                                     f"last_error from heartbeat where sym = '{quoted}' "
-                                    "order by time desc limit 1", timeout=timeout).table.to_pylist()
+                                    "order by time desc limit 1", timeout=timeout, curve=cfg.curve).table.to_pylist()
     except Exception:  # noqa: BLE001 - no RDB, or it does not answer in time
         return None
     if not rows or (pid and rows[0]["pid"] != pid):

@@ -47,7 +47,8 @@ def run_query(cfg, sql: str, source: str, timeout: float) -> Result:
     try:
         if source in ("rdb", "hdb"):
             require(cfg, source)
-            return query(getattr(cfg, source).query, sql, timeout=timeout, allow_truncated=True)
+            return query(getattr(cfg, source).query, sql, timeout=timeout, allow_truncated=True,
+                         curve=cfg.curve)
         if source == "questdb":
             from hdb.questdb import questdb_query
             return Result(questdb_query(cfg.hdb.questdb.pg, sql))
@@ -95,7 +96,8 @@ def _all(cfg, sql: str, timeout: float) -> Result:
     def today():
         out = {}
         for t in reg.tables:
-            r = query(cfg.rdb.query, f'select * from "{t}"', timeout=timeout, allow_truncated=True)
+            r = query(cfg.rdb.query, f'select * from "{t}"', timeout=timeout, allow_truncated=True,
+                      curve=cfg.curve)
             if r.truncated:  # an answer over part of today would be wrong without a word
                 raise QueryFailed(
                     f"today's {t} has more than {r.table.num_rows:,} rows (rdb.max_rows), so "
@@ -119,7 +121,7 @@ def _today(cfg):
     from tickerplant.protocol import control
     try:
         if accepts(cfg.tickerplant.ctl, timeout=0.5) is not False:
-            return dt.date.fromisoformat(control(cfg.tickerplant.ctl, "status", timeout=2)["date"])
+            return dt.date.fromisoformat(control(cfg.tickerplant.ctl, "status", timeout=2, curve=cfg.curve)["date"])
     except Exception:  # noqa: BLE001 - no TP: the configured clock decides
         pass
     return Clock(cfg.eod.time, cfg.eod.tz).day()

@@ -86,7 +86,7 @@ def rdb_counts(cfg, timeout: float = 1.0) -> dict:
     names = list(cfg.rdb.tables) or cfg.registry().tables
     sql = " UNION ALL ".join(f"SELECT '{n}' AS t, count(*) AS n FROM \"{n}\"" for n in names)
     try:
-        res = query(cfg.rdb.query, sql, timeout=timeout, allow_truncated=True)
+        res = query(cfg.rdb.query, sql, timeout=timeout, allow_truncated=True, curve=cfg.curve)
         counts = dict(zip(res.table.column("t").to_pylist(), res.table.column("n").to_pylist()))
     except Exception as e:  # noqa: BLE001 - a status view: show why, don't fail
         return {"down": f"{type(e).__name__}: {e}"}

@@ -44,7 +44,7 @@ def require_gateway(cfg) -> None:
 def _client(cfg, mode: str = "req", timeout: float = 10.0, client: str = "cli"):
     from gateway.client import OrderClient
     require_gateway(cfg)
-    return OrderClient(cfg.gateway.intents, client=client, mode=mode, timeout=timeout)
+    return OrderClient(cfg.gateway.intents, client=client, mode=mode, timeout=timeout, curve=cfg.curve)
 
 
 def _call(fn, *args, **kw) -> dict:

@@ -3,7 +3,7 @@ from pydantic import Field
 
 from hdb.config import HdbSettings
 from schemas.settings import Settings, StackSettings
-from tickerplant.config import EodSettings, HealthSettings, TickerplantSettings
+from tickerplant.config import CurveSettings, EodSettings, HealthSettings, TickerplantSettings
 
 
 class RdbSettings(Settings):
@@ -23,3 +23,4 @@ class RdbConfig(StackSettings):
     rdb: RdbSettings = RdbSettings()
     hdb: HdbSettings = HdbSettings()
     health: HealthSettings = HealthSettings()
+    curve: CurveSettings = CurveSettings()

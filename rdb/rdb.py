@@ -19,7 +19,7 @@ from rdb.config import RdbConfig, RdbSettings
 from rdb.store import Store
 from schemas.registry import Registry
 from tickerplant.clock import Clock
-from tickerplant.config import EodSettings, TickerplantSettings
+from tickerplant.config import CurveSettings, EodSettings, TickerplantSettings
 from tickerplant.health import subscriber_health
 from tickerplant.subscriber import Batch, Subscriber, Update
 
@@ -43,12 +43,12 @@ def append_batch(store: Store, b: Batch) -> None:
 class Rdb:
     def __init__(self, settings: RdbSettings, tp: TickerplantSettings, eod: EodSettings,
                  hdb_dir: Path, registry: Registry, questdb: QuestDBSettings | None = None,
-                 serve: bool = True):
+                 serve: bool = True, curve: CurveSettings | None = None):
         self.registry = registry
         self.hdb_dir = Path(hdb_dir)
         self.questdb = questdb
         self.store = Store(registry, settings.tables or None, settings.chunk_rows)
-        self.sub = Subscriber(tp, settings.tables or None, registry=registry)
+        self.sub = Subscriber(tp, settings.tables or None, registry=registry, curve=curve or CurveSettings())
         self.server = None
         if serve:
             from hdb.server import QueryServer
@@ -57,12 +57,13 @@ class Rdb:
             self.server = QueryServer(settings.query, Engine(
                 today=self.store.snapshot, day=lambda: self.sub.day or clock.day(),
                 timeout_s=settings.query_timeout_s, max_rows=settings.max_rows, registry=registry),
-                max_request_bytes=settings.max_request_bytes)
+                max_request_bytes=settings.max_request_bytes, curve=curve)
         self.days_saved: list[dt.date] = []
 
     @classmethod
     def from_config(cls, cfg: RdbConfig, serve: bool = True) -> "Rdb":
-        return cls(cfg.rdb, cfg.tickerplant, cfg.eod, cfg.hdb_dir, cfg.registry(), cfg.hdb.questdb, serve)
+        return cls(cfg.rdb, cfg.tickerplant, cfg.eod, cfg.hdb_dir, cfg.registry(), cfg.hdb.questdb, serve,
+                   cfg.curve)
 
     def upd(self, ev: Update) -> None:
         """One message (the per-message API; `run` takes whole batches)."""

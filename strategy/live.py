@@ -276,17 +276,17 @@ def chunk_of_updates(table: str, updates: list, universe: Universe, registry) ->
     return Chunk(cols, None) if table == "quote" else Chunk(None, cols)
 
 
-def subscription(strategy: Strategy, tp=None):
+def subscription(strategy: Strategy, tp=None, curve=None):
     """The TP subscription a live run of `strategy` reads: its tables (quote and/or trade) and
     syms. A process makes it itself to watch it (health()) and hands it to `run`."""
     from tickerplant.subscriber import Subscriber
     tables = [t for t, want in (("quote", strategy.wants_quotes), ("trade", strategy.wants_trades)) if want]
-    return Subscriber(tp, tables=tables, syms=strategy.syms)
+    return Subscriber(tp, tables=tables, syms=strategy.syms, curve=curve)
 
 
 def run(strategy: Strategy, tp=None, port=None, *, mode: str = "auto", hdb_dir: Path | None = None,
         stop=None, poll_s: float = 0.05, subscriber=None, stop_timeout_s: float = 5.0,
-        on_ready=None, date: dt.date | None = None) -> Runtime:
+        on_ready=None, date: dt.date | None = None, curve=None) -> Runtime:
     """Run `strategy` on the live stream until `stop()` is true or KeyboardInterrupt.
     `tp`: TickerplantSettings (default: the config's); `port`: GatewayPort or a paper port;
     `subscriber`: a ready Subscriber (tests), else one is made for the strategy's tables/syms.
@@ -303,7 +303,7 @@ def run(strategy: Strategy, tp=None, port=None, *, mode: str = "auto", hdb_dir: 
     runtime = Runtime(strategy, port, universe, mode)
     strategy.bind(port, runtime, Context("live", hdb_dir, date or dt.date.today()))
     runtime.start()
-    sub = subscriber or subscription(strategy, tp)
+    sub = subscriber or subscription(strategy, tp, curve)
     sub.start()                               # handshake now: nothing published after is missed
     handoff = Handoff()
     failed: list[BaseException] = []

@@ -34,7 +34,7 @@ from gateway.config import GatewaySettings
 from schemas.settings import StackSettings
 from strategy.config import StrategySettings
 from strategy.names import strategy_class
-from tickerplant.config import HealthSettings, TickerplantSettings
+from tickerplant.config import CurveSettings, HealthSettings, TickerplantSettings
 
 log = logging.getLogger("strategy")
 
@@ -47,6 +47,7 @@ class StrategyConfig(StackSettings):
     feed: FeedSettings = FeedSettings()
     strategy: StrategySettings = StrategySettings()
     health: HealthSettings = HealthSettings()
+    curve: CurveSettings = CurveSettings()
 
 
 def ready_file(run_dir: Path, spec: str) -> Path:
@@ -56,8 +57,9 @@ def ready_file(run_dir: Path, spec: str) -> Path:
 class StrategyProcess:
     def __init__(self, spec: str, tp: TickerplantSettings, intents: str, settings: StrategySettings,
                  hdb_dir: Path | None = None, run_dir: Path | None = None, sim: tuple | None = None,
-                 params: dict | None = None):
+                 params: dict | None = None, curve: CurveSettings | None = None):
         self.spec, self.tp, self.intents, self.settings = spec, tp, intents, settings
+        self.curve = curve or CurveSettings()        # [curve]: the TP's and the gateway's clients
         self.hdb_dir, self.run_dir, self.sim = hdb_dir, run_dir, sim
         cls = strategy_class(spec)                   # ValueError: unknown name
         merged = {**settings.params.get(spec, {}), **(params or {})}
@@ -74,7 +76,7 @@ class StrategyProcess:
     @classmethod
     def from_config(cls, cfg, spec: str, params: dict | None = None) -> "StrategyProcess":
         return cls(spec, cfg.tickerplant, cfg.gateway.intents, cfg.strategy, cfg.hdb_dir, cfg.run_dir,
-                   (cfg.feed.syms, cfg.feed.seed), params)
+                   (cfg.feed.syms, cfg.feed.seed), params, getattr(cfg, "curve", None))
 
     def health(self) -> dict:
         """The health hook (tickerplant/health.py), read from another thread: in = messages of
@@ -103,13 +105,14 @@ class StrategyProcess:
         from gateway.client import OrderClient
         from strategy import live
         s = self.settings
-        client = OrderClient(self.intents, client=self.client_id)
+        client = OrderClient(self.intents, client=self.client_id, curve=self.curve)
         self.port = live.GatewayPort(client, s.max_decision_age_s)
-        self.sub = live.subscription(self.strategy, self.tp)
+        self.sub = live.subscription(self.strategy, self.tp, self.curve)
         try:
             self.runtime = live.run(self.strategy, self.tp, self.port, mode=s.mode, hdb_dir=self.hdb_dir,
                                     stop=lambda: self._stop, poll_s=s.poll_s, subscriber=self.sub,
-                                    stop_timeout_s=s.stop_timeout_s, on_ready=self._ready)
+                                    stop_timeout_s=s.stop_timeout_s, on_ready=self._ready,
+                                    curve=self.curve)
         finally:
             client.close()
             if self.run_dir is not None:

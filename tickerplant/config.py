@@ -1,4 +1,5 @@
 """Tickerplant settings; the defaults here are the only ones."""
+from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
@@ -12,6 +13,19 @@ class EodSettings(Settings):
     tz: str = "America/New_York"
 
     _zone = field_validator("tz")(known_zone)
+
+
+class CurveSettings(Settings):
+    """[curve]: ZeroMQ CURVE on every endpoint of the stack (tickerplant/curve.py). Off by
+    default: loopback without keys. `tickstack keys` makes the files and prints these lines.
+    A client host needs client_secret_file and server_public_file; a server host needs
+    server_secret_file and the authorized client keys."""
+    enabled: bool = False
+    server_secret_file: Path | None = None    # the server keypair (.key_secret, mode 0600)
+    server_public_file: Path | None = None    # the server's public key: what clients trust
+    client_secret_file: Path | None = None    # the client keypair (.key_secret, mode 0600)
+    client_public_file: Path | None = None    # a client key the servers accept
+    authorized_clients_dir: Path | None = None  # every *.key here is an accepted client key
 
 
 class TickerplantSettings(Settings):
@@ -34,6 +48,11 @@ class TickerplantSettings(Settings):
     ctl_max_bytes: int = Field(1 << 20, ge=1024)  # a control frame over this: ZeroMQ drops the peer
     loop_msgs: int = Field(4096, ge=1)     # ingest messages taken per loop before logging/publishing
     fsync: Literal["never", "eod", "always"] = "eod"
+    # ROUTER serving log records over the network (tickerplant/logserve.py), for subscribers
+    # that cannot read the log file (another host); None: not served
+    log_serve: str | None = None
+    log_serve_max_bytes: int = Field(4096, ge=256)        # a request frame over this: refused
+    log_chunk_bytes: int = Field(4 << 20, ge=64 << 10)    # payload bytes per reply, at most
 
     def queue_messages(self, message_bytes: int | None = None) -> int:
         """The high-water mark, in messages, that holds a subscriber's queue to pub_queue_bytes
@@ -59,3 +78,4 @@ class TickerplantConfig(StackSettings):
     tickerplant: TickerplantSettings = TickerplantSettings()
     eod: EodSettings = EodSettings()
     health: HealthSettings = HealthSettings()
+    curve: CurveSettings = CurveSettings()

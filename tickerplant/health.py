@@ -102,8 +102,10 @@ class IngestSender:
     """Rows to the TP's ingest ROUTER on a DEALER that never blocks (see the module docstring).
     Used from one thread only (the heartbeat thread), like any ZeroMQ socket."""
 
-    def __init__(self, tp: TickerplantSettings, ctx: zmq.Context | None = None):
+    def __init__(self, tp: TickerplantSettings, ctx: zmq.Context | None = None, curve=None):
+        from tickerplant.curve import secure_client
         self.sock = (ctx or zmq.Context.instance()).socket(zmq.DEALER)
+        secure_client(self.sock, curve)
         self.sock.setsockopt(zmq.IMMEDIATE, 1)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.SNDHWM, SEND_HWM)
@@ -145,12 +147,13 @@ class Monitor:
 
     def __init__(self, name: str, settings: HealthSettings, health: Callable[[], dict],
                  run_dir: Path | None = None, tp: TickerplantSettings | None = None,
-                 send: Callable[[bytes], bool] | None = None, registry: Registry | None = None):
+                 send: Callable[[bytes], bool] | None = None, registry: Registry | None = None,
+                 curve=None):
         if send is None and tp is None:
             raise ValueError("a Monitor needs the TP's settings or a send function")
         self.name, self.settings, self.health = name, settings, health
         self.run_dir = Path(run_dir) if run_dir is not None else None
-        self.tp, self.send = tp, send
+        self.tp, self.send, self.curve = tp, send, curve     # curve: [curve] of a CURVE stack
         self.registry = registry if registry is not None and TABLE in registry else load_registry()
         self.pid = os.getpid()
         self.sent = self.dropped = 0
@@ -201,7 +204,7 @@ class Monitor:
         prev = None
         try:
             if self.send is None:
-                self._sender = IngestSender(self.tp)
+                self._sender = IngestSender(self.tp, curve=self.curve)
                 self.send = self._sender
             wait = every
             while not self._stop.wait(wait):
@@ -239,7 +242,8 @@ class Monitor:
         if "position" not in h or self.tp is None:
             return -1
         try:
-            st = p.control(self.tp.ctl, "status", timeout=min(1.0, self.settings.heartbeat_s / 2))
+            st = p.control(self.tp.ctl, "status", timeout=min(1.0, self.settings.heartbeat_s / 2),
+                           curve=self.curve)
         except (p.Unreachable, p.ControlError, ValueError):
             return -1
         return lag_of(h["position"], h.get("tables"), st.get("tables", {}))
@@ -338,7 +342,8 @@ def start_monitor(name: str, cfg, health: Callable[[], dict],
                   send: Callable[[bytes], bool] | None = None) -> Monitor:
     """A started Monitor of a process from its config (a StackSettings with `health` and
     `tickerplant` sections)."""
-    return Monitor(name, cfg.health, health, cfg.run_dir, cfg.tickerplant, send, cfg.registry()).start()
+    return Monitor(name, cfg.health, health, cfg.run_dir, cfg.tickerplant, send, cfg.registry(),
+                   getattr(cfg, "curve", None)).start()
 
 
 class Outbox:

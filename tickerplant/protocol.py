@@ -13,8 +13,12 @@ say to each other, in one place. Endpoints come from `TickerplantSettings`.
                     queue is full, and a new SUB's subscription reaches the PUB some time after
                     it connects (ZeroMQ's slow joiner): the subscriber handles both with the log.
     ctl     REQ/REP JSON {"cmd": ...} -> JSON reply; `control()` is its client. Commands:
-                    sub {tables?, token} (day, log, seq, schemas; then HELLO_TOPIC with the
-                    token is published), status, eod, stop.
+                    sub {tables?, token} (day, log, log_id = [device, inode], seq, schemas; then
+                    HELLO_TOPIC with the token is published), status, eod, stop.
+    log_serve  ROUTER, optional: the log's records by (date, from_seq, to_seq, tables), in
+                    chunks; see tickerplant/logserve.py.
+With [curve] on, every socket above is a CURVE server and every client passes `curve=` (the
+CurveSettings) so that `secure_client` makes it a CURVE client; see tickerplant/curve.py.
 
 Days travel as yyyymmdd ints; the log of day D is `tp_YYYYMMDD.log` in the TP's log directory.
 `request()` is the one request client of the stack (control and query endpoints alike): a fresh
@@ -28,6 +32,8 @@ import struct
 from pathlib import Path
 
 import zmq
+
+from tickerplant.curve import secure_client
 
 META = struct.Struct("<IQQ")        # date yyyymmdd, seq, previous seq of the same table
 ACK, ERR, HELLO = b"ack", b"err", b"hello"
@@ -109,12 +115,14 @@ class ControlError(RuntimeError):
 
 
 def request(endpoint: str, frames: list[bytes], timeout: float = 5.0,
-            what: str = "the process") -> list[zmq.Frame]:
+            what: str = "the process", curve=None) -> list[zmq.Frame]:
     """Send one request, return the reply's frames (zero-copy). Unreachable if nothing answers
-    within `timeout` seconds."""
+    within `timeout` seconds. `curve`: the [curve] settings (CurveSettings) when the endpoint is
+    a CURVE server (a plain request to it is refused during the handshake: no answer)."""
     s = zmq.Context.instance().socket(zmq.REQ)
     s.setsockopt(zmq.LINGER, 0)
     try:
+        secure_client(s, curve)
         s.connect(endpoint)
         s.send_multipart(frames)
         if not s.poll(int(timeout * 1000)):
@@ -127,10 +135,10 @@ def request(endpoint: str, frames: list[bytes], timeout: float = 5.0,
         s.close(0)
 
 
-def control(endpoint: str, cmd: str, timeout: float = 5.0, **fields) -> dict:
+def control(endpoint: str, cmd: str, timeout: float = 5.0, curve=None, **fields) -> dict:
     """A control command to the TP's ctl socket; its JSON reply, or ControlError."""
     frames = request(endpoint, [json.dumps({"cmd": cmd, **fields}).encode()], timeout,
-                     what="the tickerplant")
+                     what="the tickerplant", curve=curve)
     reply = json.loads(frames[0].bytes)
     if "error" in reply:
         raise ControlError(reply["error"])

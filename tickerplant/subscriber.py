@@ -37,6 +37,10 @@ miss data, each handled:
     publishes, so the records are always there).
   * a missed !eod: a message or heartbeat of a later day closes the old day from its log.
 A message reaching us both live and from the log is delivered once: a table's seq only grows.
+"The log" is the TP's file when the path it names in the handshake is that file here (same
+device and inode), else the TP's log server (`[tickerplant] log_serve`, another host): the same
+records with their seqs, a chunk per request (`log="auto"`; "file" or "network" insist).
+With [curve] on (`curve`, default: the config's [curve]), every socket is a CURVE client.
 A published message of one table's payloads that continues exactly where that table left off,
 all of today, is taken whole (a few operations, whatever its payloads); anything else goes
 payload by payload through the checks above.
@@ -60,7 +64,8 @@ from schemas.codec import columns, decode, peek, warm_up
 from schemas.registry import Registry
 from schemas.settings import section
 from tickerplant import protocol as p
-from tickerplant.config import TickerplantSettings
+from tickerplant.config import CurveSettings, TickerplantSettings
+from tickerplant.curve import secure_client
 from tickerplant.log import FILE_HEADER, LogReader, is_control, parse_control
 
 log = logging.getLogger("subscriber")
@@ -227,6 +232,16 @@ def _merge_symbols(got: list, counts: np.ndarray) -> tuple[np.ndarray, list[str]
     return lut[codes].astype(np.int32, copy=False), enc.dictionary.to_pylist()
 
 
+def _same_file(path: str, log_id) -> bool:
+    """Is `path` here the TP's log file (same device and inode as it reported)? Without an id
+    (an older TP), any readable file by that name is taken for it."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return log_id is None or [st.st_dev, st.st_ino] == list(log_id)
+
+
 @dataclass(frozen=True, slots=True)
 class EndOfDay:
     date: dt.date
@@ -248,8 +263,17 @@ def _metas(k: int) -> struct.Struct:
 class Subscriber:
     def __init__(self, tp: TickerplantSettings | None = None, tables=None, syms=None,
                  registry: Registry | None = None, connect_timeout: float = 30.0,
-                 ctx: zmq.Context | None = None):
+                 ctx: zmq.Context | None = None, curve: CurveSettings | None = None,
+                 log: str = "auto"):
         self.tp = tp or section(TickerplantSettings, "tickerplant")
+        self.curve = curve if curve is not None else section(CurveSettings, "curve")
+        if log not in ("auto", "file", "network"):
+            raise ValueError(f"log={log!r}: use \"auto\", \"file\" or \"network\"")
+        if log == "network" and not self.tp.log_serve:
+            raise ValueError("log=\"network\" needs the TP's log server: set [tickerplant] log_serve "
+                             "(on the TP and here) to its endpoint")
+        self.log_mode = log
+        self.remote = None                    # the LogClient, in network mode
         self.registry = registry
         self.tables = set(tables) if tables else None
         if registry is not None:
@@ -265,6 +289,7 @@ class Subscriber:
         for t in self.tables or [""]:
             self.sub.setsockopt(zmq.SUBSCRIBE, p.topic(t) if t else b"")
         self.sub.setsockopt(zmq.SUBSCRIBE, p.CONTROL_PREFIX)
+        secure_client(self.sub, self.curve)
         self.sub.connect(self.tp.pub)
         self.closed = False
         # state: the day being read, its log, how far the log has been read, each table's seq
@@ -304,7 +329,7 @@ class Subscriber:
         while not self.closed:
             token = os.urandom(8).hex()
             try:
-                rep = p.control(self.tp.ctl, "sub", timeout=2.0, token=token,
+                rep = p.control(self.tp.ctl, "sub", timeout=2.0, token=token, curve=self.curve,
                                 tables=sorted(self.tables) if self.tables else None)
             except p.Unreachable:
                 if time.monotonic() > deadline:
@@ -329,9 +354,29 @@ class Subscriber:
         self.cursor = (FILE_HEADER.size, 0)
         self.last = {}
 
+    def _choose_log(self, rep: dict) -> None:
+        """File or network: the file when it is the TP's own (same device and inode as the TP
+        reports), else the TP's log server. log="auto" decides; "file"/"network" insist."""
+        mode = self.log_mode
+        if mode == "auto":
+            mode = "file" if _same_file(rep["log"], rep.get("log_id")) or not self.tp.log_serve else "network"
+            if mode == "file" and not _same_file(rep["log"], rep.get("log_id")):
+                raise SubscriberError(
+                    f"cannot read the tickerplant's log {rep['log']} here (another host, or another "
+                    "file by that name); set [tickerplant] log_serve on the TP and here to read it "
+                    "over the network")
+        if mode == "network" and self.remote is None:
+            from tickerplant.logserve import LogClient
+            self.remote = LogClient(self.tp.log_serve, self.curve, ctx=self.ctx,
+                                    timeout=min(10.0, self.connect_timeout))
+            log.info("reading the log over the network from %s", self.tp.log_serve)
+
     def _read_log(self, until: int | None):
         """Deliver log records from the cursor with seq < until (None: to the end of the file),
         skipping what was already delivered. Ends the day at its end-of-day record."""
+        if self.remote is not None:
+            yield from self._read_remote(until)
+            return
         if self.reader is None:
             path = p.log_path(self.logdir, self.day)
             if not os.path.exists(path):
@@ -358,6 +403,45 @@ class Subscriber:
             if self.reader.error and until is not None and self.cursor[1] < until - 1:
                 raise SubscriberError(f"{self.reader.path}: {self.reader.error}; cannot fill the gap "
                                       f"up to seq {until - 1}. Check it with `tickstack log check`")
+
+    def _read_remote(self, until: int | None):
+        """`_read_log` over the TP's log server, a chunk per request; the cursor is the last seq
+        the server has looked at (records of other tables included)."""
+        deadline = time.monotonic() + self.connect_timeout
+        tables = sorted(self.tables) if self.tables else None
+        while self.day is not None and not self.closed:
+            try:
+                # what was delivered live is not sent again (the file's reader skips it locally)
+                chunk = self.remote.fetch(self.day, self.cursor[1] + 1,
+                                          None if until is None else until - 1, tables, self.last)
+            except p.Unreachable:
+                if time.monotonic() > deadline:
+                    raise SubscriberError(f"the log server {self.tp.log_serve} does not answer; "
+                                          f"cannot fill the gap after seq {self.cursor[1]}") from None
+                continue
+            except p.ControlError as e:
+                raise SubscriberError(str(e)) from None
+            head = chunk.head
+            if head.get("missing"):
+                return
+            for seq, payload in zip(chunk.seqs, chunk.payloads):
+                self.cursor = (0, seq)
+                if is_control(payload):
+                    if "eod" in parse_control(payload):
+                        yield from self._end()
+                        return
+                    continue
+                table = peek(payload).table
+                if (self.tables is None or table in self.tables) and seq > self.last.get(table, 0):
+                    self.counters["from_log"] += 1
+                    self.counters["from_network"] = self.counters.get("from_network", 0) + 1
+                    yield self._deliver(table, seq, payload)
+            self.cursor = (0, max(self.cursor[1], head["next"] - 1))
+            if head.get("error") and until is not None and self.cursor[1] < until - 1:
+                raise SubscriberError(f"the tickerplant's log: {head['error']}; cannot fill the gap "
+                                      f"up to seq {until - 1}. Check it with `tickstack log check`")
+            if head["done"]:
+                return
 
     def _end(self):
         self.ended, self.day, self.reader = self.day, None, None
@@ -454,6 +538,7 @@ class Subscriber:
         """The state machine: items (table, seqs, payloads, day) in the order they are to be
         delivered, EndOfDay, and _POLL_END after each poll's messages."""
         rep = self.start()._snapshot
+        self._choose_log(rep)
         self._begin(dt.date.fromisoformat(rep["date"]), rep["log"])
         yield from self._read_log(rep["seq"] + 1)
         yield _POLL_END
@@ -502,6 +587,8 @@ class Subscriber:
                     yield from self._live(table, metas, frames[1:])
             yield _POLL_END
         self.sub.close(0)
+        if self.remote is not None:
+            self.remote.close()
 
     def _control(self, head: bytes, frames):
         if head == p.HB_TOPIC:

@@ -5,7 +5,10 @@ Sockets, endpoints from `TickerplantSettings` (loopback by default): `ingest` RO
 `pub` PUB (subscribers), `ctl` ROUTER speaking the REQ/REP envelope (sub handshake, status, eod,
 stop). The TP never waits for anyone: PUB drops for a subscriber whose queue is full, and every
 payload carries its seq and its table's previous seq, so the subscriber sees the gap and fills
-it from the log.
+it from the log. With `log_serve` set, a LogServer (tickerplant/logserve.py) serves the log's
+records from its own thread and socket to subscribers that cannot read the file. With [curve]
+on, every one of these sockets is a CURVE server (tickerplant/curve.py; set up at bind, nothing
+per message) and refused handshakes show in status as `auth_denied`.
 
 No message on any socket can block or end the TP. Every socket is read with NOBLOCK after a poll
 (a REP socket can poll readable and then block in recv on a message without an envelope, and
@@ -59,7 +62,8 @@ from schemas.codec import HEADER, MAGIC, CodecError, check, peek
 from schemas.registry import Registry
 from tickerplant import protocol as p
 from tickerplant.clock import Clock
-from tickerplant.config import EodSettings, TickerplantConfig, TickerplantSettings
+from tickerplant.config import CurveSettings, EodSettings, TickerplantConfig, TickerplantSettings
+from tickerplant.curve import refused, secure_server
 from tickerplant.health import TABLE as HEARTBEAT_TABLE
 from tickerplant.health import Outbox
 from tickerplant.log import LogWriter, is_control
@@ -77,8 +81,10 @@ _brief.maxstring = _brief.maxother = 60
 
 class Tickerplant:
     def __init__(self, settings: TickerplantSettings, eod: EodSettings, log_dir: Path,
-                 registry: Registry, ctx: zmq.Context | None = None):
+                 registry: Registry, ctx: zmq.Context | None = None,
+                 curve: CurveSettings | None = None):
         self.tp = settings
+        self.curve = curve
         self.registry = registry
         self.clock = Clock(eod.time, eod.tz)
         self.dir = Path(log_dir)
@@ -94,10 +100,17 @@ class Tickerplant:
         self.pub_class = settings.pub_message_bytes
         self._open_day()
         self._bind()
+        self.log_server = None
+        if settings.log_serve:
+            from tickerplant.logserve import LogServer
+            self.log_server = LogServer(settings.log_serve, self.dir, registry.tables,
+                                        chunk_bytes=settings.log_chunk_bytes,
+                                        max_request_bytes=settings.log_serve_max_bytes,
+                                        curve=curve, ctx=self.ctx).start()
 
     @classmethod
     def from_config(cls, cfg: TickerplantConfig) -> "Tickerplant":
-        return cls(cfg.tickerplant, cfg.eod, cfg.tplog_dir, cfg.registry())
+        return cls(cfg.tickerplant, cfg.eod, cfg.tplog_dir, cfg.registry(), curve=cfg.curve)
 
     # -- day and log --------------------------------------------------------------------------
     def _open_day(self) -> None:
@@ -163,16 +176,19 @@ class Tickerplant:
         self.ingest.setsockopt(zmq.MAXMSGSIZE, 2 * self.tp.max_message_bytes)  # hard cap: peer dropped
         self.ingest.setsockopt(zmq.RCVHWM, 0)
         self.ingest.setsockopt(zmq.LINGER, 0)
+        secure_server(self.ingest, self.curve)
         self.ingest.bind(self.tp.ingest)
         self.pub = self.ctx.socket(zmq.PUB)
         self.pub.setsockopt(zmq.SNDHWM, self.pub_hwm())
         self.pub.setsockopt(zmq.LINGER, 0)
+        secure_server(self.pub, self.curve)
         self.pub.bind(self.tp.pub)
         self.pub_endpoint = self.pub.getsockopt_string(zmq.LAST_ENDPOINT)  # a wildcard port resolved
         self.pub_bound = True
         self.ctl = self.ctx.socket(zmq.ROUTER)
         self.ctl.setsockopt(zmq.MAXMSGSIZE, self.tp.ctl_max_bytes)
         self.ctl.setsockopt(zmq.LINGER, 0)
+        secure_server(self.ctl, self.curve)
         self.ctl.bind(self.tp.ctl)
 
     def pub_hwm(self) -> int:
@@ -240,6 +256,8 @@ class Tickerplant:
     def close(self) -> None:
         self._publish_pending()
         self.log.close(sync=self.tp.fsync != "never")
+        if self.log_server is not None:
+            self.log_server.stop()
         for s in (self.ingest, self.pub, self.ctl):
             s.close(0)
 
@@ -492,8 +510,10 @@ class Tickerplant:
         hello = None
         if cmd == "sub":
             self._publish_pending()
+            st = os.stat(self.log.path)
+            # (device, inode): a subscriber tells the TP's file from a namesake on its own host
             reply = {"date": self.day.isoformat(), "log": str(self.log.path), "seq": self.log.seq,
-                     "schemas": self.registry.spec(tables)}
+                     "log_id": [st.st_dev, st.st_ino], "schemas": self.registry.spec(tables)}
             hello = token.encode()
         elif cmd == "status":
             reply = self.status()
@@ -506,12 +526,16 @@ class Tickerplant:
         return json.dumps(reply).encode(), hello
 
     def status(self) -> dict:
-        return {"pid": os.getpid(), "date": self.day.isoformat(), "log": str(self.log.path),
-                "seq": self.log.seq, "mode": self.tp.mode, "tables": self.last,
-                "feeds": {str(k): v for k, v in self.fseq.items()},
-                "counters": dict(self.counters), "last_error": self.last_error,
+        out = {"pid": os.getpid(), "date": self.day.isoformat(), "log": str(self.log.path),
+               "seq": self.log.seq, "mode": self.tp.mode, "tables": self.last,
+               "feeds": {str(k): v for k, v in self.fseq.items()},
+               # refused CURVE handshakes (auth_denied...) count with the TP's own refusals
+               "counters": {**self.counters, **refused(self.ctx)}, "last_error": self.last_error,
                 "pub": {"queue_bytes": self.tp.pub_queue_bytes, "message_bytes": self.pub_class,
                         "hwm": self.pub_hwm(), "bound": self.pub_bound}}
+        if self.log_server is not None:
+            out["log_serve"] = self.log_server.status()
+        return out
 
 
 def _parse(body: list[bytes], registry: Registry) -> tuple[str, list[str] | None, str]:

@@ -20,7 +20,7 @@ from pydantic import Field, model_validator
 
 from gateway.config import GatewaySettings
 from schemas.settings import Settings, StackSettings
-from tickerplant.config import EodSettings, HealthSettings, TickerplantSettings
+from tickerplant.config import CurveSettings, EodSettings, HealthSettings, TickerplantSettings
 
 
 class Limits(Settings):
@@ -92,3 +92,4 @@ class RiskConfig(StackSettings):
     gateway: GatewaySettings = GatewaySettings()
     risk: RiskProcessSettings = RiskProcessSettings()
     health: HealthSettings = HealthSettings()
+    curve: CurveSettings = CurveSettings()

@@ -62,6 +62,8 @@ from strategy.risk.book import MINUTE, Book
 from strategy.risk.config import RiskProcessSettings
 from strategy.risk.limits import KINDS, breaches, child_order
 from strategy.risk.var import Scenarios
+from tickerplant.config import CurveSettings
+from tickerplant.curve import refused, secure_server
 
 log = logging.getLogger("risk")
 
@@ -96,8 +98,9 @@ class BookState:
 
 class RiskProcess:
     def __init__(self, settings: RiskProcessSettings, tp, intents: str, hdb_dir: Path | None, registry,
-                 *, clock=time.time_ns, today: dt.date | None = None):
+                 *, clock=time.time_ns, today: dt.date | None = None, curve=None):
         self.settings = s = settings
+        self.curve = curve or CurveSettings()   # [curve]: the ctl socket and every client
         self.tp, self.intents, self.hdb_dir, self.registry = tp, intents, hdb_dir, registry
         self.clock = clock
         self.today = today or dt.date.today()
@@ -128,7 +131,8 @@ class RiskProcess:
 
     @classmethod
     def from_config(cls, cfg) -> "RiskProcess":
-        return cls(cfg.risk, cfg.tickerplant, cfg.gateway.intents, cfg.hdb_dir, cfg.registry())
+        return cls(cfg.risk, cfg.tickerplant, cfg.gateway.intents, cfg.hdb_dir, cfg.registry(),
+                   curve=getattr(cfg, "curve", None))
 
     # ---- lifecycle ------------------------------------------------------------------------
     def start(self) -> "RiskProcess":
@@ -144,13 +148,16 @@ class RiskProcess:
         self.ctl.setsockopt(zmq.LINGER, 0)
         self.ctl.setsockopt(zmq.MAXMSGSIZE, CTL_MAX_BYTES)
         try:
+            secure_server(self.ctl, self.curve)
             self.ctl.bind(s.ctl)
         except zmq.ZMQError as e:
             self.ctl.close(0)
             raise RuntimeError(f"risk cannot bind {s.ctl} ({e}); set another risk.ctl") from None
-        self.client = OrderClient(self.intents, client=s.client)
-        self.feed = Feed(self.tp, s.feed_id, self.registry, batch_ms=0, hello_timeout_ms=500)
-        self.sub = Subscriber(self.tp, tables=["execution", "quote"], registry=self.registry)
+        self.client = OrderClient(self.intents, client=s.client, curve=self.curve)
+        self.feed = Feed(self.tp, s.feed_id, self.registry, batch_ms=0, hello_timeout_ms=500,
+                         curve=self.curve)
+        self.sub = Subscriber(self.tp, tables=["execution", "quote"], registry=self.registry,
+                              curve=self.curve)
         self.sub.start()
         self.handoff = Handoff()
         import threading
@@ -605,7 +612,8 @@ class RiskProcess:
                         "days": [str(d) for d in self.scenarios.days],
                         "include_today": s.var.include_today},
                 "actions": list(self.actions)[-50:],
-                "counters": {**self.counts, **{f"book_{k}": v for k, v in self.book.counts.items()}},
+                "counters": {**self.counts, **{f"book_{k}": v for k, v in self.book.counts.items()},
+                             **refused()},
                 "data": {"last_quote_time": self.book.last_quote_time,
                          "last_fill_time": self.book.last_fill_time,
                          "fills": self.book.counts["fills"], "quote_rows": self.book.counts["quote_rows"]}}
