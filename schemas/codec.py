@@ -453,9 +453,11 @@ class _FastCheck:
             if off[0] != 0 or (np.diff(off) < 0).any():
                 return False
         try:
-            str(memoryview(buf)[start + head_len: start + head_len + datalen], "utf-8")
+            words = str(memoryview(buf)[start + head_len: start + head_len + datalen], "utf-8")
         except UnicodeDecodeError:
             return False
+        if len(words) != datalen:
+            return False    # not ASCII: an offset might split a character; the full check looks
         if nrows == 1:
             return _U32.unpack_from(buf, end - 4)[0] < ndict
         return not nrows or int(np.frombuffer(buf, "<u4", nrows, end - 4 * nrows).max()) < ndict
@@ -507,7 +509,7 @@ def _validate(buf, registry: Registry) -> Header:
             if head_len + datalen + _pad(datalen, 4) + 4 * nrows != ln:
                 raise CodecError(f"{what}: section length {ln} does not match its contents")
             _offsets(buf, start + 8, ndict + 1, datalen, what)
-            _utf8(buf, start + head_len, datalen, what)
+            _utf8(buf, start + head_len, datalen, what, start + 8, ndict + 1)
             if nrows == 1:
                 if _U32.unpack_from(buf, start + ln - 4)[0] >= ndict:
                     raise CodecError(f"{what}: symbol code out of range")
@@ -518,15 +520,23 @@ def _validate(buf, registry: Registry) -> Header:
                 raise CodecError(f"{what}: string section too short for {nrows} rows")
             datalen = ln - 4 * (nrows + 1)
             _offsets(buf, start, nrows + 1, datalen, what)
-            _utf8(buf, start + 4 * (nrows + 1), datalen, what)
+            _utf8(buf, start + 4 * (nrows + 1), datalen, what, start, nrows + 1)
     return head
 
 
-def _utf8(buf, start: int, length: int, what: str) -> None:
+def _utf8(buf, start: int, length: int, what: str, offsets_at: int, count: int) -> None:
+    """The text is utf-8 and none of its `count` offsets (at `offsets_at`, already checked to
+    rise within the text) cuts a character in two: each string then is utf-8 on its own."""
     try:
-        str(memoryview(buf)[start: start + length], "utf-8")
+        text = str(memoryview(buf)[start: start + length], "utf-8")
     except UnicodeDecodeError as e:
         raise CodecError(f"{what}: text is not utf-8 ({e.reason} at byte {e.start})") from None
+    if len(text) == length:          # ASCII: every byte starts a character
+        return
+    off = np.frombuffer(buf, "<i4", count, offsets_at)
+    inner = off[(off > 0) & (off < length)]
+    if inner.size and ((np.frombuffer(buf, "u1", length, start)[inner] & 0xC0) == 0x80).any():
+        raise CodecError(f"{what}: an offset cuts a utf-8 character in two")
 
 
 def decode(buf: bytes | memoryview, registry: Registry) -> tuple[Header, pa.RecordBatch]:

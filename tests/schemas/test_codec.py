@@ -80,6 +80,18 @@ def test_encode_names_the_problem():
         encode(REG["trade"], {"time": [1, 2], "sym": ["A"], "price": [1.0], "size": [1]})
 
 
+def test_an_offset_that_cuts_a_character_in_two_is_refused():
+    # every byte is utf-8 as a whole, but the first word would end inside "é" (c3 a9)
+    import struct
+    msg = encode(REG["trade"], {"time": [1, 2], "sym": ["é", "a"], "price": [1.0, 2.0], "size": [1, 2]})
+    good = struct.pack("<3i", 0, 2, 3)
+    assert msg.count(good) == 1
+    bad = msg.replace(good, struct.pack("<3i", 0, 1, 3))
+    with pytest.raises(CodecError, match="cuts a utf-8 character"):
+        validate(bad, REG)
+    validate(msg, REG)
+
+
 @settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
 @given(trade_rows(), st.data())
 def test_mutated_messages_never_crash_the_validator(cols, data):
