@@ -48,6 +48,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from schemas.durable import fsync_path
+
 log = logging.getLogger(__name__)
 
 WRITERS = 4                  # at most this many files (and threads) per partition
@@ -258,15 +260,6 @@ def _exchange(a: Path, b: Path) -> bool:
     raise OSError(e, os.strerror(e), str(b))
 
 
-def _fsync(path: Path) -> None:
-    """Flush a file (or a directory's entries) to disk."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _recover(table_dir: Path, day: dt.date) -> None:
     """Undo what a crash left for `day`: temporaries go; an old partition set aside by the
     non-atomic fallback comes back if the new one never landed."""
@@ -296,7 +289,7 @@ def place(tmp: Path, final: Path) -> None:
             os.rename(final, old)
             os.rename(tmp, final)
             shutil.rmtree(old)
-    _fsync(final.parent)
+    fsync_path(final.parent)
 
 
 # -- writing -------------------------------------------------------------------------------------
@@ -461,7 +454,7 @@ def write_file(path: Path, rows: SortedRows, a: int, b: int, opts: dict, rg: int
             w.write_table(rows.rows(start, stop, bufs), row_group_size=rg)
             if bar is not None:
                 bar.update(stop - start)
-    _fsync(path)
+    fsync_path(path)
 
 
 class _Day(NamedTuple):
@@ -569,7 +562,7 @@ def _save(hdb_dir: Path, day: dt.date, tables: list[tuple[str, pa.Table, object]
         errors = _write_days(days, progress, f"end of day {day}")
         for d, e in zip(days, errors):
             if e is None:
-                _fsync(d.tmp)
+                fsync_path(d.tmp)
                 place(d.tmp, d.final)
                 out[d.name] = d.nrows
         first = next((e for e in errors if e is not None), None)

@@ -34,6 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from hdb.eod import EodError, conform, save_table
+from schemas.durable import fsync_path
 
 log = logging.getLogger(__name__)
 
@@ -59,14 +60,6 @@ class Compacted(NamedTuple):
 class CompactionResult:
     compacted: list[Compacted] = field(default_factory=list)
     skipped: list[tuple[str, dt.date, str]] = field(default_factory=list)   # table, date, why
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def partitions(hdb_dir: str | Path) -> Iterator[tuple[str, dt.date, Path]]:
@@ -112,7 +105,7 @@ def drop_old(hdb_dir: str | Path, today: dt.date, keep_days: int,
             continue
         gone = ddir.with_name(f".del-{ddir.name}-{uuid.uuid4().hex[:8]}")
         os.rename(ddir, gone)            # one atomic step out of the readers' `date=*` glob
-        _fsync_dir(ddir.parent)
+        fsync_path(ddir.parent)
         shutil.rmtree(gone)
         log.info("hdb retention: deleted %s %s (%d files)", table, day, len(files))
     return out

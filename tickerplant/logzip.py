@@ -44,6 +44,8 @@ from typing import Iterator
 
 import pyarrow as pa
 
+from schemas.durable import fsync_path
+
 log = logging.getLogger(__name__)
 
 SUFFIX = ".zst"
@@ -73,15 +75,6 @@ def _bar(total: int, desc: str, progress: bool):
     from tqdm import tqdm
     return tqdm(total=total or None, unit="B", unit_scale=True, leave=False, desc=desc,
                 disable=None if progress else True)
-
-
-def _fsync(path: Path) -> None:
-    """fsync a file or directory by name (fsync reaches the inode from any descriptor)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _digest_compressed(path: Path, bar=None) -> tuple[int, int]:
@@ -117,7 +110,7 @@ def compress(path: str | Path, progress: bool = False) -> Path:
                     n += len(chunk)
                     z.write(chunk)
                     bar.update(len(chunk))
-            _fsync(tmp)
+            fsync_path(tmp)
             after = src.stat()
             if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns) or n != after.st_size:
                 raise LogZipError(f"{src} was written to while being compressed; it is kept as is. "
@@ -126,12 +119,12 @@ def compress(path: str | Path, progress: bool = False) -> Path:
                 raise LogZipError(f"{tmp}: reads back different from {src}; {src} is kept as is "
                                   "(check the disk)")
         os.replace(tmp, out)
-        _fsync(out.parent)
+        fsync_path(out.parent)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     src.unlink()
-    _fsync(out.parent)
+    fsync_path(out.parent)
     return out
 
 
