@@ -73,7 +73,6 @@ def report(what: str, ours: float, base: float, unit: str, target: str = "", hig
 # read after the last row) are the peers', and the result is the peers' `Delivery`.
 
 _LINGER_S = 0.1
-_STALL_S = 30.0
 _feed_ids = iter(range(1000, 2**31))
 
 
@@ -180,7 +179,7 @@ class Ours:
 
         import numpy as np
 
-        from ops.bench.peers import Delivery, DeliveryError
+        from ops.bench.peers import Delivery, DeliveryError, wait_result
         if rate is None:
             from ops.bench.ingest import columns_of
             sums = [int(np.sum(c["size"])) for c in columns_of(rows_per_msg)]
@@ -190,7 +189,7 @@ class Ours:
             size_sum_sent = n_msgs * (n_msgs + 1) // 2
             plan = ("paced", rate, n_msgs)
         rows_sent = rows_per_msg * n_msgs
-        ctx = mp.get_context("fork")
+        ctx = mp.get_context("spawn")   # as peers.py: a fork copies the caller's threads
         ready, fready, go, out = ctx.Event(), ctx.Event(), ctx.Event(), ctx.Queue()
         progress, stamps = ctx.RawValue("q", 0), ctx.RawArray("d", 2)
         with tickerplant(mode="immediate", **self.tp) as cfg:
@@ -212,7 +211,7 @@ class Ours:
                     what = "tickstack " + (f"{rows_per_msg}-row msgs" if rate is None else f"{rate:,.0f} msg/s")
                     bar = tqdm(total=rows_sent, desc=what, unit="row", unit_scale=True, leave=False)
                 go.set()
-                t1, rows, size_sum, lat = wait_result(out, progress, rows_sent, bar, (feed, consumer))
+                t1, rows, size_sum, lat = wait_result(out, progress, rows_sent, bar, (feed, consumer), "tickstack")
                 feed.join(150)
                 if feed.exitcode is None:
                     raise DeliveryError("tickstack feed did not finish (acks?)")
@@ -234,29 +233,3 @@ class Ours:
         t0, t_last = stamps[0], stamps[1]
         return Delivery(self.name, rows_per_msg, n_msgs, rows_sent, size_sum_sent, rows, size_sum,
                         t1 - t0, (t_last - t0) if t_last else float("nan"), lat)
-
-
-def wait_result(out, progress, rows_sent: int, bar, procs):
-    """The consumer's result (done_at, rows, size_sum, latencies); DeliveryError if a bench
-    process failed or the run stalled for _STALL_S."""
-    from ops.bench.peers import DeliveryError
-    seen, since = -1, time.monotonic()
-    while True:
-        try:
-            msg = out.get(timeout=0.25)
-        except queue.Empty:
-            dead = [p for p in procs if p.exitcode not in (None, 0)]
-            if dead:
-                raise DeliveryError(f"{dead[0].name} process died with exit status {dead[0].exitcode}") from None
-            now = time.monotonic()
-            if progress.value != seen:
-                seen, since = progress.value, now
-                if bar is not None:
-                    bar.update(seen - bar.n)
-            elif now - since > _STALL_S:
-                raise DeliveryError(f"tickstack: consumer has {seen:,} of {rows_sent:,} rows and "
-                                    f"no progress for {_STALL_S:.0f} s (messages lost?)") from None
-            continue
-        if msg[0] == "error":
-            raise DeliveryError(msg[1])
-        return msg[1:]

@@ -89,6 +89,31 @@ class DeliveryError(RuntimeError):
     """A peer lost or duplicated messages, or stalled: no figure is reported for it."""
 
 
+def wait_result(out, progress, rows_sent: int, bar, procs, name: str):
+    """The consumer's result from `out` (done_at, rows, size_sum, latencies); DeliveryError if
+    one of `procs` failed or the run made no progress for _STALL_S (progress shown on `bar`)."""
+    seen, since = -1, time.monotonic()
+    while True:
+        try:
+            msg = out.get(timeout=0.25)
+        except queue.Empty:
+            dead = [p for p in procs if p.exitcode not in (None, 0)]
+            if dead:
+                raise DeliveryError(f"{dead[0].name} process died with exit status {dead[0].exitcode}") from None
+            now = time.monotonic()
+            if progress.value != seen:
+                seen, since = progress.value, now
+                if bar is not None:
+                    bar.update(seen - bar.n)
+            elif now - since > _STALL_S:
+                raise DeliveryError(f"{name}: consumer has {seen:,} of {rows_sent:,} rows and "
+                                    f"no progress for {_STALL_S:.0f} s (messages lost?)") from None
+            continue
+        if msg[0] == "error":
+            raise DeliveryError(msg[1])
+        return msg[1:]
+
+
 def available() -> dict[str, str | None]:
     """Each peer's name -> None if it can run here, else why not and how to install it."""
     out: dict[str, str | None] = {}
@@ -535,7 +560,7 @@ class Peer:
                 what = f"{self.name} " + (f"{rows_per_msg}-row msgs" if rate is None else f"{rate:,.0f} msg/s")
                 bar = tqdm(total=rows_sent, desc=what, unit="row", unit_scale=True, leave=False)
             go.set()
-            result = self._wait(out, progress, rows_sent, bar, (publisher, consumer))
+            result = wait_result(out, progress, rows_sent, bar, (publisher, consumer), self.name)
             publisher.join(60)
         finally:
             if bar is not None:
@@ -549,29 +574,6 @@ class Peer:
         t0, t_last = stamps[0], stamps[1]
         return Delivery(self.name, rows_per_msg, n_msgs, rows_sent, size_sum_sent, rows, size_sum,
                         t1 - t0, (t_last - t0) if t_last else float("nan"), lat)
-
-    def _wait(self, out, progress, rows_sent: int, bar, procs):
-        """The consumer's result; DeliveryError if a bench process failed or the run stalled."""
-        seen, since = -1, time.monotonic()
-        while True:
-            try:
-                msg = out.get(timeout=0.25)
-            except queue.Empty:
-                dead = [p for p in procs if p.exitcode not in (None, 0)]
-                if dead:
-                    raise DeliveryError(f"{dead[0].name} process died with exit status {dead[0].exitcode}") from None
-                now = time.monotonic()
-                if progress.value != seen:
-                    seen, since = progress.value, now
-                    if bar is not None:
-                        bar.update(seen - bar.n)
-                elif now - since > _STALL_S:
-                    raise DeliveryError(f"{self.name}: consumer has {seen:,} of {rows_sent:,} rows and "
-                                        f"no progress for {_STALL_S:.0f} s (messages lost?)") from None
-                continue
-            if msg[0] == "error":
-                raise DeliveryError(msg[1])
-            return msg[1:]
 
     def throughput(self, rows_per_msg: int, n_msgs: int) -> float:
         """Rows/s, publisher's first send to the consumer holding the last row."""
