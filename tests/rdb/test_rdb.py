@@ -62,16 +62,28 @@ def test_kill9_of_the_rdb_mid_stream_then_restart_recovers_exactly(stack):
     assert counts(cfg) == (n, n, n * (n - 1) // 2)  # exact: nothing lost, nothing twice
 
 
+def _paced(batches, every: int, pause: float):
+    """The batches, with a pause after every `every` of them: ingest that lasts long enough for a
+    query to land in the middle of it however fast the TP and RDB are."""
+    for i, b in enumerate(batches, 1):
+        yield b
+        if i % every == 0:
+            time.sleep(pause)
+
+
 def test_queries_answer_while_ingest_runs_and_cannot_write(stack):
     cfg, procs = stack
     start(cfg, procs, "tp", "rdb")
-    sender = threading.Thread(target=send, args=(cfg, "trade", trades(3000, 20)))
+    # ~2 s of ingest (100 pauses of 20 ms): the sender is paced because natural batching made an
+    # unpaced 60k rows land before the first query came back, and the test then proved nothing
+    sender = threading.Thread(target=send, args=(cfg, "trade", _paced(trades(3000, 20), 30, 0.02)))
     sender.start()
-    seen = []
-    while sender.is_alive():
+    seen = [counts(cfg)[0]]
+    while seen[-1] < 60000 and (sender.is_alive() or len(seen) < 10_000):
         seen.append(counts(cfg)[0])
     sender.join()
-    assert len(seen) > 1 and seen == sorted(seen)  # answered during ingest, never going back
+    assert seen == sorted(seen)  # never going back
+    assert any(0 < n < 60000 for n in seen), seen[:50]  # answered in the middle of ingest
     for bad in ["insert into trade values (1)", "create table x as select 1",
                 "copy trade to '/tmp/x.csv'", "select * from read_csv('/etc/passwd')"]:
         with pytest.raises(QueryError):
