@@ -65,6 +65,15 @@ def new_orders_at(cfg, name, cl_ord_id) -> list[str]:
             if "\x0135=D\x01" in line and f"\x0111={cl_ord_id}\x01" in line]
 
 
+def logged_tag(cfg, parent_id):
+    """The tag of the parent's latest row in today's TP log (None: no row yet)."""
+    from gateway.recovery import read_published
+    from tickerplant.protocol import control
+    past = read_published(control(cfg.tickerplant.ctl, "status")["log"], cfg.registry(), cfg.gateway.feed_id)
+    row = past.parents.get(parent_id)
+    return None if row is None else row["tag"]
+
+
 def parent_is(tag, status):
     return lambda e: e.get("event") == "order" and e["tag"] == tag and "venue" not in e and e["status"] == status
 
@@ -96,6 +105,9 @@ def test_gateway_kill9_mid_order_then_restart(stack):
     r = c.new("KIL", "buy", 300, 10.1, tag="k1")       # 100 fills at once, 200 rests
     child = r["children"][0]["id"]
     events_until(c, parent_is("k1", "PARTIALLY_FILLED"))
+    # this test is the case where the order's rows reached the TP's log (they are published when
+    # the kernel idles, after the events): wait for that; the next test kills before they can
+    wait_for(lambda: logged_tag(cfg, r["id"]) == "k1", what="the order's rows in the TP log")
     seq_before = wait_for(lambda: gateway_status(cfg), what="the gateway's status")["venues"]["A"]["last_seq"]
     procs.kill("gateway")                               # SIGKILL, mid-order
 
