@@ -7,15 +7,16 @@ strategy's orders go to the gateway over its intents socket (/work/helpers/INTEN
         hdb_dir=cfg.hdb_dir, stop=lambda: stopping)
 
 Data: `tickerplant.subscriber.Subscriber` for the strategy's tables and syms (the whole day
-first, from the TP's log, then live, exactly once). The subscriber runs in its own thread (it
-owns its SUB socket) and hands updates over through `Handoff` (a deque and an inproc PAIR
-wake-up, at most one wake message in flight). The runner's thread polls that wake-up and the
-gateway's DEALER together, so order events are delivered as they arrive, quiet market or not.
-Updates that queued while the strategy was busy are handed on together: consecutive updates
-of one table become one chunk (the runtime's natural batching; decisions do not depend on
-where chunks are cut). The handoff holds at most `max_pending` updates: a strategy slower
-than the market slows the subscriber thread, whose SUB then falls behind and refills from
-the TP's log (memory stays bounded, nothing is missed).
+first, from the TP's log, then live, exactly once). The runner's one thread polls the
+subscriber's SUB socket and the gateway's DEALER together and takes what arrived with
+`Subscriber.take` (no subscriber thread, so a quote costs no wake-up between threads), so
+order events are delivered as they arrive, quiet market or not. Updates that queued while the
+strategy was busy are taken together: consecutive updates of one table become one chunk (the
+runtime's natural batching; decisions do not depend on where chunks are cut). The day's log
+is taken a bounded number of updates at a time (memory stays bounded at join, and order
+events are handled in between). A strategy slower than the market leaves messages in
+its SUB queue; at the queue's bound the SUB drops, and the subscriber refills the gap from the
+TP's log (memory stays bounded, nothing is missed).
 
 Orders: `GatewayPort` adapts `gateway.client.OrderClient` (a DEALER). What the gateway sends
 is mapped onto the strategy API's events here, in one place:
@@ -48,9 +49,7 @@ from __future__ import annotations
 
 import collections
 import datetime as dt
-import itertools
 import logging
-import threading
 import time
 from pathlib import Path
 
@@ -179,59 +178,6 @@ class GatewayPort:
         pass
 
 
-class Handoff:
-    """Items from one producer thread to one consumer thread that polls ZeroMQ sockets: a deque
-    and an inproc PAIR that carries at most one wake-up at a time (the producer sends one only
-    when the consumer has taken everything, so it never queues more and never blocks)."""
-
-    _n = itertools.count(1)
-
-    def __init__(self, ctx: zmq.Context | None = None, max_pending: int = 1024):
-        ctx = ctx or zmq.Context.instance()
-        addr = f"inproc://strategy-handoff-{next(self._n)}-{id(self)}"
-        self.rx = ctx.socket(zmq.PAIR)
-        self.rx.bind(addr)
-        self.tx = ctx.socket(zmq.PAIR)
-        self.tx.connect(addr)
-        self.items: collections.deque = collections.deque()
-        self.max_pending = max_pending
-        self._lock = threading.Lock()
-        self._room = threading.Condition(self._lock)
-        self._armed = True
-        self.closed = False
-
-    def put(self, item) -> None:
-        """Producer side; waits while `max_pending` items are not yet taken."""
-        with self._room:
-            while len(self.items) >= self.max_pending and not self.closed:
-                self._room.wait(0.1)
-            self.items.append(item)
-            wake, self._armed = self._armed, False
-        if wake:
-            self.tx.send(b"")
-
-    def take(self) -> list:
-        """Consumer side: everything waiting (after the wake-up polled readable)."""
-        try:
-            while True:
-                self.rx.recv(zmq.NOBLOCK)
-        except zmq.Again:
-            pass
-        with self._room:
-            out = list(self.items)
-            self.items.clear()
-            self._armed = True
-            self._room.notify_all()
-        return out
-
-    def close(self) -> None:
-        with self._room:
-            self.closed = True
-            self._room.notify_all()
-        self.tx.close(0)
-        self.rx.close(0)
-
-
 def chunk_of(table: str, batch, universe: Universe) -> Chunk | None:
     """TP updates of one table (a RecordBatch, or a list of them) as one runtime chunk (quote
     or trade table; others: None)."""
@@ -305,34 +251,25 @@ def run(strategy: Strategy, tp=None, port=None, *, mode: str = "auto", hdb_dir: 
     runtime.start()
     sub = subscriber or subscription(strategy, tp, curve)
     sub.start()                               # handshake now: nothing published after is missed
-    handoff = Handoff()
-    failed: list[BaseException] = []
-
-    def read() -> None:
-        try:
-            for ev in sub:
-                handoff.put(ev)
-        except BaseException as e:           # noqa: BLE001 - reported in the runner's thread
-            failed.append(e)
-            handoff.put(None)
-
-    reader = threading.Thread(target=read, name="strategy-subscriber", daemon=True)
-    reader.start()
     if on_ready is not None:
         on_ready()
     poller = zmq.Poller()
-    poller.register(handoff.rx, zmq.POLLIN)
+    poller.register(sub.socket, zmq.POLLIN)
     orders = getattr(port, "socket", None)
     if orders is not None:
         poller.register(orders, zmq.POLLIN)
     poll_ms = max(1, int(poll_s * 1000))
     last_time = 0
+    more = True                               # the day so far, from the log, first
     try:
         while not (stop is not None and stop()):
-            ready = dict(poller.poll(poll_ms))
-            if handoff.rx in ready:
-                last_time = _dispatch(handoff.take(), runtime, universe, failed, last_time,
-                                      Update, EndOfDay, sub.registry)
+            ready = dict(poller.poll(0 if more else poll_ms))
+            if more or sub.socket in ready or not ready:
+                items = sub.take()
+                more = sub.more
+                if items:
+                    last_time = _dispatch(items, runtime, universe, last_time, Update, EndOfDay,
+                                          sub.registry)
             if orders is None or orders in ready or not ready:
                 port.sync(strategy.now)
                 runtime.drain()
@@ -342,12 +279,10 @@ def run(strategy: Strategy, tp=None, port=None, *, mode: str = "auto", hdb_dir: 
         runtime.stop()
     finally:
         sub.close()
-        handoff.close()
-        reader.join(timeout=2)
     return runtime
 
 
-def _dispatch(items: list, runtime: Runtime, universe: Universe, failed: list, last_time: int,
+def _dispatch(items: list, runtime: Runtime, universe: Universe, last_time: int,
               Update, EndOfDay, registry=None) -> int:
     """Hand what the subscriber queued to the runtime: runs of updates of one table as one
     chunk each, end of day in its place."""
@@ -362,8 +297,6 @@ def _dispatch(items: list, runtime: Runtime, universe: Universe, failed: list, l
                 return max(lt, c.last_time)
         return lt
     for ev in items:
-        if ev is None:
-            raise failed[0]
         if isinstance(ev, Update):
             if ev.table != run_table:
                 last_time = flush(last_time)

@@ -23,6 +23,11 @@ by themselves, so the consumer pays per batch, not per message. The messages, ro
 are those of the per-message iterator, exactly once; an EndOfDay comes after every batch of
 its day and before any of the next.
 
+Your own poll loop. `take()` never blocks: it returns what has arrived as Updates and EndOfDays.
+Register `socket` in your zmq.Poller, call take() when it is readable (and at once while `more`
+is True, which it is while the day's log is being read). No thread of ours sits between the
+socket and you, so a message costs no wake-up between threads (live strategies run this way).
+
 Socket semantics. A SUB socket connects to the TP's PUB; ZeroMQ reconnects it by itself after a
 TP restart. Its receive queue holds `TickerplantSettings.queue_messages()` messages, each at
 most `pub_message_bytes` (the TP's own bound), so it too is bounded in bytes. Three ways to
@@ -304,6 +309,46 @@ class Subscriber:
 
     def close(self) -> None:
         self.closed = True
+        if self._step is not None:              # take(): the caller's thread, nothing iterating
+            self._step.close()
+            self.sub.close(0)
+            if self.remote is not None:
+                self.remote.close()
+
+    _step = None                                # take()'s suspended stream
+    more = False                                # take() stopped at its limit: call it again now
+
+    @property
+    def socket(self) -> zmq.Socket:
+        """The SUB socket, to register in the caller's zmq.Poller for `take`."""
+        return self.sub
+
+    def take(self, limit: int = 1024) -> list:
+        """Without blocking: the Updates and EndOfDays that what has arrived makes, in order,
+        for a caller that runs its own poll loop (no thread of ours, so no wake-up between
+        threads). Register `socket` and call take() when it is readable, on a timer, and at
+        once while `more` is True: the first calls read the day so far from the log, at most
+        about `limit` events each. Use one of iteration, batches() and take() per Subscriber."""
+        step = self._step
+        if step is None:
+            step = self._step = self._stream(wait_ms=0)
+        out, update = [], self._update
+        self.more = False
+        for item in step:
+            if type(item) is tuple:
+                table, seqs, payloads, day = item
+                for seq, payload in zip(seqs, payloads):
+                    ev = update(table, seq, day, payload)
+                    if ev is not None:
+                        out.append(ev)
+            elif item is _POLL_END:
+                break
+            else:
+                out.append(item)
+            if len(out) >= limit:
+                self.more = True
+                break
+        return out
 
     def run(self, upd=None, end=None, upd_batch=None) -> None:
         """Call `upd(table, batch)` per message, or `upd_batch(batch)` per Batch; `end(date)`
@@ -534,9 +579,10 @@ class Subscriber:
                 yield from flush()
                 yield item
 
-    def _stream(self):
+    def _stream(self, wait_ms: int = 100):
         """The state machine: items (table, seqs, payloads, day) in the order they are to be
-        delivered, EndOfDay, and _POLL_END after each poll's messages."""
+        delivered, EndOfDay, and _POLL_END after each poll's messages. wait_ms=0 (take): a
+        poll that finds nothing yields _POLL_END too, instead of waiting."""
         rep = self.start()._snapshot
         self._choose_log(rep)
         self._begin(dt.date.fromisoformat(rep["date"]), rep["log"])
@@ -547,7 +593,10 @@ class Subscriber:
         recv, counters = self.sub.recv, self.counters
         items = [(self.sub, _POLLIN)]
         while not self.closed:
-            if not zmq.zmq_poll(items, 100):
+            if not zmq.zmq_poll(items, wait_ms):
+                if not wait_ms:
+                    yield _POLL_END
+                    continue
                 silent_ms += 100
                 if silent_ms == limit:
                     log.warning("no heartbeat from the tickerplant for %d ms; waiting", limit)

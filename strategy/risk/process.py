@@ -5,8 +5,8 @@ and the gateway moved to REDUCING/HALTED with an orderly flatten on a breach.
     rp.run()                               # until stop() (SIGTERM)
 
 Inputs. A `Subscriber` on `execution` and `quote` (the day so far from the TP's log, then live,
-exactly once) in its own thread, handed over through strategy.live.Handoff; the loop takes
-everything waiting at once: quote batches go to `Book.on_quotes` as each sym's last row (no
+exactly once), polled by the loop beside its other sockets (`Subscriber.take`, no thread of
+its own); the loop takes everything waiting at once: quote batches go to `Book.on_quotes` as each sym's last row (no
 per-row Python), fills to `Book.on_fills`. Today's minute closes (for VaR) are taken as data
 time crosses each minute's end.
 
@@ -125,8 +125,7 @@ class RiskProcess:
         self._last_publish = 0
         self._history_at = 0
         self.last_snapshot: dict = {}
-        self.ctl = self.client = self.feed = self.sub = self.handoff = None
-        self._reader = None
+        self.ctl = self.client = self.feed = self.sub = None
         self.failed: BaseException | None = None
 
     @classmethod
@@ -139,7 +138,6 @@ class RiskProcess:
         """Read the VaR history, bind the control socket, connect to the gateway and the TP."""
         from feedhandlers.base import Feed
         from gateway.client import OrderClient
-        from strategy.live import Handoff
         from tickerplant.subscriber import Subscriber
         s = self.settings
         self._load_history()
@@ -159,17 +157,6 @@ class RiskProcess:
         self.sub = Subscriber(self.tp, tables=["execution", "quote"], registry=self.registry,
                               curve=self.curve)
         self.sub.start()
-        self.handoff = Handoff()
-        import threading
-
-        def read():
-            try:
-                for ev in self.sub:
-                    self.handoff.put(ev)
-            except Exception as e:  # noqa: BLE001 - the loop reports it and subscribes again
-                self.handoff.put(e)
-        self._reader = threading.Thread(target=read, name="risk-subscriber", daemon=True)
-        self._reader.start()
         self._status_at = self.clock()
         self._submit("status")
         log.info("risk: ctl %s, books by %s, VaR %d scenarios from %s, limits %s", s.ctl, s.book_by,
@@ -212,10 +199,6 @@ class RiskProcess:
             log.exception("risk: last publish failed")
         if self.sub is not None:
             self.sub.close()
-        if self.handoff is not None:
-            self.handoff.close()
-        if self._reader is not None:
-            self._reader.join(2)
         if self.feed is not None:
             self.feed.close(5.0)
         if self.client is not None:
@@ -226,15 +209,24 @@ class RiskProcess:
     # ---- the loop ---------------------------------------------------------------------------
     def _loop(self) -> None:
         poller = zmq.Poller()
-        poller.register(self.handoff.rx, zmq.POLLIN)
+        poller.register(self.sub.socket, zmq.POLLIN)
         poller.register(self.ctl, zmq.POLLIN)
         poller.register(self.client.socket, zmq.POLLIN)
         publish_ns = int(self.settings.publish_s * 1e9)
+        more = True                                   # the day so far, from the log, first
         while not self._stop:
             wait = max(1, min(100, (self._last_publish + publish_ns - self.clock()) // 1_000_000))
-            ready = dict(poller.poll(wait))
-            if self.handoff.rx in ready:
-                self._guard("market data", self._on_data, self.handoff.take())
+            ready = dict(poller.poll(0 if more else wait))
+            if more or self.sub.socket in ready:
+                try:
+                    items = self.sub.take()
+                except Exception as e:  # noqa: BLE001
+                    # a fresh subscription would deliver the day again: end, and be restarted
+                    self.failed, self._stop = e, True
+                    log.error("risk: the subscription failed (%s); stopping", e)
+                    break
+                more = self.sub.more
+                self._guard("market data", self._on_data, items)
             if self.client.socket in ready or self._requests:
                 self._guard("gateway events", self._on_events, self.client.events(0))
             if self.ctl in ready:
@@ -258,11 +250,6 @@ class RiskProcess:
         from tickerplant.subscriber import EndOfDay, Update
         quotes: list[pa.RecordBatch] = []
         for ev in items:
-            if isinstance(ev, Exception):
-                # a fresh subscription would deliver the day again: end, and be restarted
-                self.failed, self._stop = ev, True
-                log.error("risk: the subscription failed (%s); stopping", ev)
-                return
             if isinstance(ev, Update):
                 if ev.table == "quote":
                     quotes.append(ev.batch)

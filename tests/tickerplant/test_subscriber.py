@@ -313,6 +313,34 @@ class BatchCollector(Collector):
                 at += k
 
 
+class TakeCollector(Collector):
+    """Drives Subscriber.take() from a poll loop of its own, as a live strategy does, taking at
+    most 2 events per call so that `more` (the log read in steps) is exercised too."""
+
+    def __init__(self, sub: Subscriber):
+        self.stopping = False
+        super().__init__(sub)
+
+    def _run(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self.sub.socket, zmq.POLLIN)
+        more = True
+        while not self.stopping:
+            poller.poll(0 if more else 20)
+            for ev in self.sub.take(limit=2):
+                if isinstance(ev, EndOfDay):
+                    self.q.put(("eod", ev.date))
+                else:
+                    self.q.put((ev.table, ev.seq, ev.batch.column(
+                        "size" if ev.table == "trade" else "bsize").to_pylist()))
+            more = self.sub.more
+
+    def stop(self) -> None:
+        self.stopping = True               # take() runs in the collector's thread: close after it
+        self.thread.join(5)
+        self.sub.close()
+
+
 def _by_day(events) -> list[dict]:
     """Per day (split at each end of day), each table's messages in order: what both APIs must
     agree on (the order across tables within a poll is not part of the contract)."""
@@ -338,9 +366,9 @@ steps = st.lists(st.one_of(
 def test_batches_deliver_what_the_message_iterator_delivers(tmp_path_factory, before, script):
     """Whatever the mix of live messages, multipart groups, messages lost on the wire (gaps
     filled from the log), heartbeats and ends of day (announced or not): Subscriber.batches()
-    hands over the same rows of the same messages, per table in the same order, each exactly
-    once, with each end of day after its day's rows, as the per-message iterator does, and
-    both match what was logged."""
+    and Subscriber.take() (a caller's own poll loop) hand over the same rows of the same
+    messages, per table in the same order, each exactly once, with each end of day after its
+    day's rows, as the per-message iterator does, and all match what was logged."""
     tp = ScriptedTp(tmp_path_factory.mktemp("batches"))
     made = []
     try:
@@ -350,7 +378,8 @@ def test_batches_deliver_what_the_message_iterator_delivers(tmp_path_factory, be
             n += 1
         per_msg = Collector(Subscriber(tp.settings, ctx=tp.ctx))
         batched = BatchCollector(Subscriber(tp.settings, ctx=tp.ctx))
-        made += [per_msg, batched]
+        taken = TakeCollector(Subscriber(tp.settings, ctx=tp.ctx))
+        made += [per_msg, batched, taken]
         logged = [("trade", i + 1, [i]) for i in range(before)]
         for step in script:
             kind = step[0]
@@ -387,6 +416,7 @@ def test_batches_deliver_what_the_message_iterator_delivers(tmp_path_factory, be
         want = _by_day(logged)
         assert _by_day(per_msg.events) == want
         assert _by_day(batched.events) == want
+        assert _by_day(taken.events) == want
     finally:
         for c in made:
             c.stop()
