@@ -12,10 +12,27 @@ from pathlib import Path
 
 
 
+_PORTS = range(20000, 32000)   # below the kernel's ephemeral range (32768-60999 here)
+_given: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port that binds now and was not handed out before in this run. Taken below
+    the ephemeral range: a port bound to 0 and closed comes from that range, and between our
+    close and the process's bind, any outgoing connection may take it as its source port (a
+    test failed on "in use" that way)."""
+    import random
+    while True:
+        port = random.choice(_PORTS)
+        if port in _given:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _given.add(port)
+        return port
 
 
 def write_config(home: Path, **sections) -> Path:

@@ -3,7 +3,6 @@ inbox, and the callback discipline over real quickfix sessions on loopback."""
 from __future__ import annotations
 
 import math
-import socket
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -19,6 +18,7 @@ from gateway.fix import (DICTIONARY, BusinessReject, Endpoint, Inbox, MessageErr
                          initiator_text, parse_time, to_fix)
 from gateway.model import (CancelOrder, CancelReject, ExecReport, ExecType, NewOrder, OrdStatus, OrdType,
                            ReplaceOrder, Side, TimeInForce)
+from helpers import free_port
 
 DD = fix.DataDictionary(str(DICTIONARY))
 
@@ -257,12 +257,6 @@ def test_inbox_wakes_a_zmq_poller_and_loses_nothing_from_many_threads():
 
 
 # -- real sessions: the callback discipline ------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 _unread: dict[int, list] = {}     # events drained from an inbox but not yet looked at
 
 

@@ -17,14 +17,9 @@ from gateway.matching import CxlRejReason, OrdRejReason
 from gateway.model import (CancelOrder, CancelReject, ExecReport, ExecType, NewOrder, OrdStatus, OrdType,
                            ReplaceOrder, Side, TimeInForce)
 from gateway.venue import Venue
+from helpers import free_port
 
 BUY, SELL, LMT, MKT = Side.BUY, Side.SELL, OrdType.LIMIT, OrdType.MARKET
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Client:

@@ -28,7 +28,7 @@ from helpers import Procs, free_port, start_tp, wait_for, write_config
 
 pytestmark = pytest.mark.process
 
-PARAMS = {"entry_z": 0.7, "exit_z": 0.2, "notional": 1500.0, "tol_bps": 40.0, "sample_s": 1.0,
+PARAMS = {"entry_z": 0.5, "exit_z": 0.1, "notional": 1500.0, "tol_bps": 40.0, "sample_s": 1.0,
           "min_samples": 20, "refit_every": 5, "window": 300, "warmup_s": 2.0}
 SIM = {"syms": 20, "seed": 42, "rate": 400.0}
 SECONDS = 12
