@@ -6,8 +6,8 @@ and the gateway moved to REDUCING/HALTED with an orderly flatten on a breach.
 
 Inputs. A `Subscriber` on `execution` and `quote` (the day so far from the TP's log, then live,
 exactly once), polled by the loop beside its other sockets (`Subscriber.take`, no thread of
-its own); the loop takes everything waiting at once: quote batches go to `Book.on_quotes` as each sym's last row (no
-per-row Python), fills to `Book.on_fills`. Today's minute closes (for VaR) are taken as data
+its own); the loop takes everything waiting at once: quote batches go to `Book.on_quotes` as
+each sym's last row (no per-row Python), fills to `Book.on_fills`. Today's minute closes (for VaR) are taken as data
 time crosses each minute's end.
 
 Outputs, through the TP (a Feed, feed id `[risk] feed_id`):
