@@ -3,6 +3,7 @@ a plain DEALER feed that waits for the TP's acks."""
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -21,7 +22,6 @@ def free_port() -> int:
     the ephemeral range: a port bound to 0 and closed comes from that range, and between our
     close and the process's bind, any outgoing connection may take it as its source port (a
     test failed on "in use" that way)."""
-    import random
     while True:
         port = random.choice(_PORTS)
         if port in _given:

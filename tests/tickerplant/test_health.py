@@ -154,14 +154,7 @@ def test_heartbeats_and_metrics_of_tp_rdb_and_feed(make_stack):
     url = metrics_url(cfg, "tp")
     port = int(url.rsplit(":", 1)[1].split("/")[0])
     for junk in (b"\x00\xff garbage\r\n\r\n", b"GET /%%%\x01 HTTP/9.9\r\nHost: \xff\r\n\r\n", b"POST"):
-        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-            s.sendall(junk)
-            s.shutdown(socket.SHUT_WR)
-            s.settimeout(5)
-            try:
-                s.recv(4096)
-            except OSError:
-                pass
+        send_junk(port, junk)
     assert scrape(url)["tickstack_process_id"] == pids["tp"]
 
 
@@ -184,6 +177,18 @@ def test_with_the_tp_down_heartbeats_are_dropped_and_the_rdb_still_answers(make_
     m = scrape(url)
     assert m["tickstack_heartbeats_dropped_total"] >= before + 3
     assert m["tickstack_lag_messages"] == -1       # no TP to measure against
+
+
+def send_junk(port: int, junk: bytes) -> None:
+    """Send `junk` on a fresh connection, close our side, read whatever answer comes back."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(junk)
+        s.shutdown(socket.SHUT_WR)
+        s.settimeout(5)
+        try:
+            s.recv(4096)
+        except OSError:
+            pass
 
 
 def _try(fn, *args):
@@ -209,14 +214,6 @@ def junk_target(tmp_path_factory):
                                 st.binary(max_size=50), st.sampled_from([b"HTTP/1.1", b"HTTP/9", b""]))))
 def test_any_bytes_on_a_metrics_port_leave_it_serving(junk_target, junk):
     m = junk_target
-    port = int(m.url.rsplit(":", 1)[1].split("/")[0])
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-        s.sendall(junk)
-        s.shutdown(socket.SHUT_WR)
-        s.settimeout(5)
-        try:
-            s.recv(4096)
-        except OSError:
-            pass
+    send_junk(int(m.url.rsplit(":", 1)[1].split("/")[0]), junk)
     assert scrape(m.url)["tickstack_messages_in_total"] == 1
 
