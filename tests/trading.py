@@ -101,13 +101,18 @@ class Trading:
         gc.collect()
 
 
-def events_until(client, pred, timeout: float = 10.0) -> list[dict]:
-    """Collect the client's events until one matches `pred`; all collected, in order."""
-    got = []
+def events_until(client, *preds, timeout: float = 10.0) -> list[dict]:
+    """Collect the client's events until each of `preds` has matched one, in whatever order
+    they come (two venues answer in either order); all collected, in order. Events that came
+    in the same read after the last match stay unread for the next call."""
+    got, left = [], list(preds)
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        for ev in client.events(0.05):
+        evs = client.events(0.05)
+        for i, ev in enumerate(evs):
             got.append(ev)
-            if pred(ev):
+            left = [p for p in left if not p(ev)]
+            if not left:
+                client._unread.extendleft(reversed(evs[i + 1:]))
                 return got
     raise AssertionError(f"no matching event within {timeout}s; got {got}")

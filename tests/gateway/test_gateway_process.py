@@ -160,7 +160,8 @@ def test_a_venue_killed_mid_order_is_reflected_and_the_session_comes_back(stack)
     events_until(c, parent_is("v1", "NEW"))
     procs.kill("venue-A")
     evs = events_until(c, parent_is("v1", "CANCELED"))
-    (child,) = [e for e in evs if e["event"] == "order" and "venue" in e and e["status"] == "CANCELED"]
+    (child,) = [e for e in evs if e["event"] == "order" and e["tag"] == "v1" and "venue" in e
+                and e["status"] == "CANCELED"]
     assert "disconnected" in child["text"]
     assert not wait_for(lambda: gateway_status(cfg), what="the gateway's status")["venues"]["A"]["logged_on"]
     down = c.new("VKL", "buy", 10, 9.9, tag="v2")
