@@ -92,15 +92,16 @@ class Procs:
             self.kill(name)
 
 
-def wait_for(cond, timeout: float = 30.0, every: float = 0.05, what: str = "condition"):
-    """Poll `cond()` until truthy; fail with `what` after `timeout` seconds."""
+def wait_for(cond, timeout: float = 30.0, every: float = 0.05, what="condition"):
+    """Poll `cond()` until truthy; fail with `what` after `timeout` seconds (a callable `what`
+    is called then, so the message can tell what was last seen)."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         v = cond()
         if v:
             return v
         time.sleep(every)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+    raise AssertionError(f"timed out after {timeout}s waiting for {what() if callable(what) else what}")
 
 
 def send(cfg, table: str, batches, feed: int = 7, first_fseq: int = 1, timeout: float = 30.0) -> int:

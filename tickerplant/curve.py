@@ -12,8 +12,11 @@ connecting peer must (1) speak CURVE (a plain socket fails the handshake: mechan
 whose public half is in `authorized_clients_dir` (or is `client_public_file`): ZAP denies any
 other. All three are refused by ZeroMQ during the handshake, before a single message reaches the
 socket, and each refusal is counted from the server socket's monitor events
-(EVENT_HANDSHAKE_FAILED_AUTH: ZAP denied; _PROTOCOL: no CURVE or a wrong server key; _NO_DETAIL).
-A refused peer keeps reconnecting by itself, so each attempt counts once.
+(EVENT_HANDSHAKE_FAILED_AUTH: ZAP denied; _PROTOCOL: no CURVE or a wrong server key; _NO_DETAIL:
+the peer hung up mid-handshake). Each attempt counts once, and libzmq decides who retries: a
+wrong server key retries, a ZAP denial gives up. A plain peer is a race: if the server sees the
+mismatch first it counts _PROTOCOL and the peer retries; if the peer does, it gives up for good
+and the server counts one _NO_DETAIL.
 
 ZAP is per ZeroMQ context: the first server socket of a context starts one authenticator thread
 and one monitor thread for it (`Guard`); later ones add their keys and monitors. Setup happens
@@ -147,7 +150,9 @@ def secure_client(sock: zmq.Socket, curve: CurveSettings | None,
 def refused(ctx: zmq.Context | None = None) -> dict[str, int]:
     """Handshakes refused so far on the CURVE servers of `ctx` (default: the global context):
     `auth_denied` in all, and by cause (`auth_denied_auth`: ZAP denied the client key;
-    `auth_denied_protocol`: no CURVE, or a wrong server key). Empty when CURVE is off."""
+    `auth_denied_protocol`: no CURVE, or a wrong server key; `auth_denied_no_detail`: the peer
+    hung up mid-handshake, e.g. a plain client that saw the mismatch first). Empty when CURVE is
+    off."""
     g = _guards.get(id(ctx or zmq.Context.instance()))
     return g.snapshot() if g is not None else {}
 
