@@ -78,13 +78,12 @@ def test_every_process_of_the_stack_heartbeats_into_the_rdb(cli):
     assert got["rdb"]["msgs_in"] > 0 and got["tp"]["msgs_in"] > 0
     # ten processes on two cores: one can miss a 1.5 s quiet window now and then (the test box
     # is busier than a trading box), so look for a status that finds them all alive at once
-    end = time.monotonic() + 20
-    while True:
-        st = s.status()
-        if all(st[n]["state"] == "running" and st[n]["quiet"] is False for n in names) \
-                or time.monotonic() > end:
-            break
-        time.sleep(0.5)
+    st = {}
+
+    def all_alive():
+        st.update(s.status())
+        return all(st[n]["state"] == "running" and st[n]["quiet"] is False for n in names)
+    wait_for(all_alive, timeout=20, every=0.5, what=lambda: "a status with every process running "
+             f"and not quiet; the last: { {n: (st[n]['state'], st[n]['quiet']) for n in names} }")
     for n in names:
-        assert st[n]["state"] == "running" and st[n]["quiet"] is False, st[n]
         assert st[n]["metrics"].startswith("http://127.0.0.1:"), st[n]
