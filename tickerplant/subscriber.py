@@ -24,8 +24,9 @@ are those of the per-message iterator, exactly once; an EndOfDay comes after eve
 its day and before any of the next.
 
 Your own poll loop. `take()` never blocks: it returns what has arrived as Updates and EndOfDays.
-Register `socket` in your zmq.Poller, call take() when it is readable (and at once while `more`
-is True, which it is while the day's log is being read). No thread of ours sits between the
+Register `socket` in your zmq.Poller, call take() when it is readable, when your poll times out
+(so that it can time a silent TP and warn), and at once while `more` is True (it is while the
+day's log is being read). No thread of ours sits between the
 socket and you, so a message costs no wake-up between threads (live strategies run this way).
 
 Socket semantics. A SUB socket connects to the TP's PUB; ZeroMQ reconnects it by itself after a
@@ -588,20 +589,21 @@ class Subscriber:
         self._begin(dt.date.fromisoformat(rep["date"]), rep["log"])
         yield from self._read_log(rep["seq"] + 1)
         yield _POLL_END
-        silent_ms = 0
-        limit = 10 * self.tp.heartbeat_ms
+        # silence is timed by the clock, not by counting polls: take() polls without waiting,
+        # and at whatever rate its caller calls it
+        limit_ms = 10 * self.tp.heartbeat_ms
+        heard, warned = time.monotonic(), False
         recv, counters = self.sub.recv, self.counters
         items = [(self.sub, _POLLIN)]
         while not self.closed:
             if not zmq.zmq_poll(items, wait_ms):
+                if not warned and (time.monotonic() - heard) * 1000 >= limit_ms:
+                    warned = True
+                    log.warning("no heartbeat from the tickerplant for %d ms; waiting", limit_ms)
                 if not wait_ms:
                     yield _POLL_END
-                    continue
-                silent_ms += 100
-                if silent_ms == limit:
-                    log.warning("no heartbeat from the tickerplant for %d ms; waiting", limit)
                 continue
-            silent_ms = 0
+            heard, warned = time.monotonic(), False
             for _ in range(POLL_MSGS):
                 try:
                     f = recv(_NOBLOCK, copy=False)

@@ -7,8 +7,9 @@ and the gateway moved to REDUCING/HALTED with an orderly flatten on a breach.
 Inputs. A `Subscriber` on `execution` and `quote` (the day so far from the TP's log, then live,
 exactly once), polled by the loop beside its other sockets (`Subscriber.take`, no thread of
 its own); the loop takes everything waiting at once: quote batches go to `Book.on_quotes` as
-each sym's last row (no per-row Python), fills to `Book.on_fills`. Today's minute closes (for VaR) are taken as data
-time crosses each minute's end.
+each sym's last row (no per-row Python), fills to `Book.on_fills`. Today's minute closes (for
+VaR) are taken as data time crosses each minute's end. When nothing arrives, the loop still
+calls take(), so the subscriber times a silent TP and warns.
 
 Outputs, through the TP (a Feed, feed id `[risk] feed_id`):
   `risk`: every `publish_s` and after every batch of fills: one row per (book, sym) with a
@@ -217,7 +218,7 @@ class RiskProcess:
         while not self._stop:
             wait = max(1, min(100, (self._last_publish + publish_ns - self.clock()) // 1_000_000))
             ready = dict(poller.poll(0 if more else wait))
-            if more or self.sub.socket in ready:
+            if more or self.sub.socket in ready or not ready:   # idle: lets it time silence
                 try:
                     items = self.sub.take()
                 except Exception as e:  # noqa: BLE001

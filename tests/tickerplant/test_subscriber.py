@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import queue
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -339,6 +341,29 @@ class TakeCollector(Collector):
         self.stopping = True               # take() runs in the collector's thread: close after it
         self.thread.join(5)
         self.sub.close()
+
+
+@pytest.mark.parametrize("heartbeat_ms", [25, 50])
+@pytest.mark.parametrize("how", [Collector, TakeCollector], ids=["iterated", "taken"])
+def test_a_silent_tickerplant_is_warned_about_once_per_silence(tp, caplog, how, heartbeat_ms):
+    """No heartbeat for 10 intervals: the subscriber logs one warning and waits on, whether it
+    is iterated or taken from a caller's poll loop (which polls without waiting), and whatever
+    the interval; a heartbeat ends the silence, and the next silence is warned about again."""
+    caplog.set_level(logging.WARNING, logger="subscriber")
+    c = how(Subscriber(tp.settings.model_copy(update={"heartbeat_ms": heartbeat_ms}), ctx=tp.ctx))
+
+    def warnings():
+        return [r for r in caplog.records if "no heartbeat from the tickerplant" in r.getMessage()]
+    try:
+        tp.send("trade", [1])
+        c.wait(1)
+        wait_for(warnings, timeout=10, what="the silence warned about")
+        time.sleep(20 * heartbeat_ms / 1000)          # still silent: no second warning
+        assert len(warnings()) == 1
+        tp.heartbeat()
+        wait_for(lambda: len(warnings()) == 2, timeout=10, what="the next silence warned about")
+    finally:
+        c.stop()
 
 
 def _by_day(events) -> list[dict]:
